@@ -1,0 +1,134 @@
+// The wire codec: Frame <-> protobuf bytes, with the same validation applied to frames that never
+// touch the wire (the in-process transport), so both paths accept and refuse exactly the same input.
+import { fileURLToPath } from 'node:url';
+import protobuf from 'protobufjs';
+import { FedError, errorMessage } from '../errors.ts';
+import { envelopeFieldOf, type Envelope, type Frame, type Message, type MessageType } from './generated.ts';
+
+const protoFile = fileURLToPath(new URL('../../proto/fedstate.proto', import.meta.url));
+const root = protobuf.loadSync(protoFile);
+root.resolveAll();
+
+export const FrameType = root.lookupType('fedstate.v1.Frame');
+export const EnvelopeType = root.lookupType('fedstate.v1.Envelope');
+
+/** Default upper bound for one encoded frame; a model chunk is 1 MiB, control frames are tiny. */
+export const DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024;
+
+const typeOfField = new Map<string, MessageType>(
+  Object.entries(envelopeFieldOf).map(([type, field]) => [field, type as MessageType]),
+);
+
+const toObjectOptions: protobuf.IConversionOptions = {
+  defaults: true,
+  arrays: true,
+  objects: true,
+  longs: Number,
+  enums: String,
+  bytes: Uint8Array as unknown as protobuf.IConversionOptions['bytes'],
+  oneofs: true,
+};
+
+/** Fills absent sub-messages with their defaults, so decoded messages always have their full shape. */
+function fillDefaults(type: protobuf.Type, obj: Record<string, unknown>): Record<string, unknown> {
+  for (const field of type.fieldsArray) {
+    if (field.partOf || field.map || field.repeated) continue;
+    const sub = field.resolvedType;
+    if (!(sub instanceof protobuf.Type)) continue;
+    const value = obj[field.name];
+    obj[field.name] = fillDefaults(sub, (value ?? sub.toObject(sub.create(), toObjectOptions)) as Record<string, unknown>);
+  }
+  return obj;
+}
+
+function envelopeToProto(env: Envelope): Record<string, unknown> {
+  const { type, ...fields } = env.body;
+  const field = envelopeFieldOf[type];
+  if (!field) throw new FedError('unknown-message', `no envelope field for message type ${String(type)}`);
+  return { from: env.from, to: env.to, [field]: fields };
+}
+
+function frameToProto(frame: Frame): Record<string, unknown> {
+  if (frame.kind === 'envelope') return { envelope: envelopeToProto(frame.envelope) };
+  const { kind, ...rest } = frame as { kind: string } & Record<string, unknown>;
+  return { [kind]: rest[kind] };
+}
+
+function envelopeFromProto(obj: Record<string, unknown>): Envelope {
+  const field = obj.body;
+  if (typeof field !== 'string') throw new FedError('malformed', 'envelope carries no message');
+  const type = typeOfField.get(field);
+  if (!type) throw new FedError('unknown-message', `unknown envelope field ${field}`);
+  const sub = EnvelopeType.fields[field]?.resolvedType;
+  const inner = obj[field] as Record<string, unknown>;
+  if (sub instanceof protobuf.Type) fillDefaults(sub, inner);
+  return { from: String(obj.from), to: String(obj.to), body: { type, ...inner } as Message };
+}
+
+/** Checks an envelope built in memory exactly as the decoder would check it off the wire. */
+export function validateEnvelope(env: Envelope): Envelope {
+  if (!env || typeof env !== 'object' || !env.body || typeof env.body !== 'object') {
+    throw new FedError('malformed', 'envelope must be an object with a body');
+  }
+  const problem = EnvelopeType.verify(envelopeToProto(env));
+  if (problem) throw new FedError('malformed', `invalid ${env.body.type}: ${problem}`);
+  checkAddresses(env);
+  return env;
+}
+
+const addressPattern = /^[a-z]+\/[A-Za-z0-9._:-]{1,128}$/;
+
+function checkAddresses(env: Envelope): void {
+  if (!addressPattern.test(env.from)) throw new FedError('malformed', `bad sender address "${env.from}"`);
+  if (!addressPattern.test(env.to)) throw new FedError('malformed', `bad recipient address "${env.to}"`);
+}
+
+export function encodeFrame(frame: Frame): Uint8Array {
+  const obj = frameToProto(frame);
+  const problem = FrameType.verify(obj);
+  if (problem) throw new FedError('malformed', `cannot encode ${frame.kind}: ${problem}`);
+  if (frame.kind === 'envelope') checkAddresses(frame.envelope);
+  return FrameType.encode(FrameType.fromObject(obj)).finish();
+}
+
+export function decodeFrame(bytes: Uint8Array, maxBytes = DEFAULT_MAX_FRAME_BYTES): Frame {
+  if (bytes.byteLength > maxBytes) {
+    throw new FedError('oversized', `frame of ${bytes.byteLength} bytes exceeds the limit of ${maxBytes}`);
+  }
+  let obj: Record<string, unknown>;
+  try {
+    obj = FrameType.toObject(FrameType.decode(bytes), toObjectOptions) as Record<string, unknown>;
+  } catch (e) {
+    throw new FedError('malformed', `undecodable frame: ${errorMessage(e)}`);
+  }
+  const kind = obj.kind;
+  if (typeof kind !== 'string') throw new FedError('malformed', 'frame carries nothing');
+  const inner = obj[kind] as Record<string, unknown>;
+  if (kind === 'envelope') {
+    const envelope = envelopeFromProto(inner);
+    checkAddresses(envelope);
+    return { kind, envelope };
+  }
+  const sub = FrameType.fields[kind]?.resolvedType;
+  if (sub instanceof protobuf.Type) fillDefaults(sub, inner);
+  return { kind, [kind]: inner } as Frame;
+}
+
+export const encodeEnvelope = (envelope: Envelope): Uint8Array => encodeFrame({ kind: 'envelope', envelope });
+
+export function decodeEnvelope(bytes: Uint8Array, maxBytes?: number): Envelope {
+  const frame = decodeFrame(bytes, maxBytes);
+  if (frame.kind !== 'envelope') throw new FedError('malformed', `expected an envelope frame, got ${frame.kind}`);
+  return frame.envelope;
+}
+
+/** A message with every field at its proto default, overridden by `fields`. */
+export function makeMessage<T extends MessageType>(
+  type: T,
+  fields: Partial<Omit<Extract<Message, { type: T }>, 'type'>> = {},
+): Extract<Message, { type: T }> {
+  const field = envelopeFieldOf[type];
+  const sub = EnvelopeType.fields[field]?.resolvedType as protobuf.Type;
+  const defaults = fillDefaults(sub, sub.toObject(sub.create(), toObjectOptions) as Record<string, unknown>);
+  return { type, ...defaults, ...fields } as Extract<Message, { type: T }>;
+}

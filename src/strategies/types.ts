@@ -1,0 +1,34 @@
+// Aggregation strategies: pure numeric code over flat Float32Array parameters. They know nothing of
+// actors or transports. A strategy folds updates one at a time so a streaming strategy (FedAvg) keeps
+// O(parameters) memory whatever the number of updates; strategies that need every update say so.
+
+export interface Accumulator {
+  /** Folds one update with its weight (e.g. number of examples). The array may be reused by the caller afterwards. */
+  add(update: Float32Array, weight: number): void;
+  readonly count: number;
+  readonly totalWeight: number;
+  /** The aggregate of everything added. Throws FedError('bad-weight') when nothing (or no weight) was added. */
+  finish(): Float32Array;
+}
+
+export interface AggregationContext {
+  /** Number of parameters of every update. */
+  size: number;
+  /** The global model the round started from (strategies that work on deltas need it). */
+  base?: Float32Array;
+  /** Upper bound on the number of updates, for strategies that must hold all of them. */
+  expected?: number;
+}
+
+export interface AggregationStrategy {
+  readonly name: string;
+  /** true when memory stays O(parameters) regardless of the number of updates. */
+  readonly streaming: boolean;
+  begin(ctx: AggregationContext): Accumulator;
+}
+
+/** Server-side step at the reducer, applied to the reduced combiner models (FedAvg: take the aggregate). */
+export interface ServerOptimizer<State = unknown> {
+  readonly name: string;
+  step(global: Float32Array, aggregate: Float32Array, state: State | undefined): { params: Float32Array; state: State };
+}
