@@ -111,7 +111,7 @@ export function decodeFrame(bytes: Uint8Array, maxBytes = DEFAULT_MAX_FRAME_BYTE
   }
   const sub = FrameType.fields[kind]?.resolvedType;
   if (sub instanceof protobuf.Type) fillDefaults(sub, inner);
-  return { kind, [kind]: inner } as Frame;
+  return { kind, [kind]: inner } as unknown as Frame;
 }
 
 export const encodeEnvelope = (envelope: Envelope): Uint8Array => encodeFrame({ kind: 'envelope', envelope });
