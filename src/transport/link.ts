@@ -1,0 +1,318 @@
+// A Link is the one protocol every transport speaks, on top of any FrameChannel:
+//  - hello exchange (node name, hosted actors, protocol version, token) before anything else;
+//  - envelopes, in order, with control frames sent ahead of bulk blob chunks so a 100 MB model
+//    transfer never delays a heartbeat by more than one chunk;
+//  - blob pulls: the requester names a content hash and a credit window; the holder streams chunks
+//    only while it has credit (backpressure end to end), and the requester verifies the sha256
+//    before anyone sees the bytes, so nothing half-written or altered is ever used.
+import { createHash } from 'node:crypto';
+import { FedError, errorMessage } from '../errors.ts';
+import { validateEnvelope } from '../protocol/codec.ts';
+import type { BlobChunk, BlobRequest, Envelope, Frame, LinkHello } from '../protocol/generated.ts';
+import { CHUNK_BYTES, type BlobSource, type FrameChannel, type PeerIdentity } from './types.ts';
+
+export const PROTOCOL_VERSION = 1;
+
+export interface LinkOptions {
+  node: string;
+  actors: () => string[];
+  blobs: BlobSource;
+  onEnvelope: (envelope: Envelope, link: Link) => void;
+  /** Called after hello and on every RouteUpdate. */
+  onRoutes?: (link: Link, added: string[], removed: string[]) => void;
+  onClose?: (link: Link, error?: Error) => void;
+  /** Frames the peer got wrong (bad sender, protocol violation); the link counts them and goes on. */
+  onReject?: (link: Link, error: FedError) => void;
+  token?: string;
+  /** Decides whether the peer's hello is acceptable; throw a FedError to refuse the link. */
+  authenticate?: (hello: LinkHello, channel: FrameChannel) => PeerIdentity | undefined;
+  chunkBytes?: number;
+  /** Chunks a requester lets the holder send ahead. */
+  window?: number;
+  maxBlobBytes?: number;
+  helloTimeoutMs?: number;
+}
+
+interface Outgoing {
+  bytes: Uint8Array;
+  offset: number;
+  credit: number;
+}
+
+interface Incoming {
+  hash: string;
+  buffer?: Uint8Array;
+  received: number;
+  sinceCredit: number;
+  resolve: (bytes: Uint8Array) => void;
+  reject: (error: Error) => void;
+}
+
+const isControl = (frame: Frame): boolean => frame.kind !== 'blobChunk';
+
+export class Link {
+  remoteNode = '';
+  readonly remoteActors = new Set<string>();
+  identity: PeerIdentity | undefined;
+  private readonly control: Frame[] = [];
+  private readonly bulk: Frame[] = [];
+  private pumping = false;
+  private closed = false;
+  private closeError: Error | undefined;
+  private nextStream = 1;
+  private readonly outgoing = new Map<number, Outgoing>();
+  private readonly incoming = new Map<number, Incoming>();
+  private readonly helloReceived: Promise<void>;
+  private settleHello!: (error?: Error) => void;
+  private readonly chunkBytes: number;
+  private readonly window: number;
+  private readonly maxBlobBytes: number;
+  stats = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, rejected: 0 };
+
+  constructor(
+    readonly channel: FrameChannel,
+    private readonly opts: LinkOptions,
+  ) {
+    this.chunkBytes = opts.chunkBytes ?? CHUNK_BYTES;
+    this.window = opts.window ?? 8;
+    this.maxBlobBytes = opts.maxBlobBytes ?? 2 ** 31;
+    this.helloReceived = new Promise((resolve, reject) => {
+      this.settleHello = (error) => (error ? reject(error) : resolve());
+    });
+    this.helloReceived.catch(() => undefined);
+    channel.onFrame = (frame) => this.receive(frame);
+    channel.onClose = (error) => this.teardown(error ?? new FedError('closed', `link to ${this.remoteNode || channel.peer} closed`));
+  }
+
+  /** Sends our hello and resolves once the peer's hello arrived and was accepted. */
+  async start(): Promise<this> {
+    this.enqueue({
+      kind: 'hello',
+      hello: { node: this.opts.node, actors: this.opts.actors(), protocolVersion: PROTOCOL_VERSION, token: this.opts.token ?? '' },
+    });
+    const timeoutMs = this.opts.helloTimeoutMs ?? 10_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new FedError('timeout', `no hello from ${this.channel.peer} within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      await Promise.race([this.helloReceived, timeout]);
+    } catch (e) {
+      this.close(errorMessage(e));
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+    return this;
+  }
+
+  get isOpen(): boolean {
+    return !this.closed;
+  }
+
+  send(envelope: Envelope): void {
+    if (this.closed) throw this.closeError ?? new FedError('closed', 'link closed');
+    this.enqueue({ kind: 'envelope', envelope });
+  }
+
+  announce(added: string[], removed: string[]): void {
+    if (!this.closed) this.enqueue({ kind: 'routeUpdate', routeUpdate: { added, removed } });
+  }
+
+  /** Pulls a blob the peer holds; resolves only with bytes whose sha256 equals `hash`. */
+  fetchBlob(hash: string): Promise<Uint8Array> {
+    if (this.closed) return Promise.reject(this.closeError ?? new FedError('closed', 'link closed'));
+    const streamId = this.nextStream++;
+    return new Promise((resolve, reject) => {
+      this.incoming.set(streamId, { hash, received: 0, sinceCredit: 0, resolve, reject });
+      this.enqueue({ kind: 'blobRequest', blobRequest: { streamId, hash, window: this.window } });
+    });
+  }
+
+  close(reason = 'closed locally'): void {
+    if (this.closed) return;
+    this.channel.close(reason);
+    this.teardown(new FedError('closed', reason));
+  }
+
+  private teardown(error: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeError = error;
+    this.settleHello(error);
+    for (const s of this.incoming.values()) s.reject(new FedError('closed', `blob ${s.hash.slice(0, 12)} not received: ${error.message}`));
+    this.incoming.clear();
+    this.outgoing.clear();
+    this.control.length = 0;
+    this.bulk.length = 0;
+    this.opts.onClose?.(this, error);
+  }
+
+  private enqueue(frame: Frame): void {
+    (isControl(frame) ? this.control : this.bulk).push(frame);
+    if (!this.pumping) void this.pump();
+  }
+
+  private async pump(): Promise<void> {
+    this.pumping = true;
+    try {
+      while (!this.closed) {
+        const frame = this.control.shift() ?? this.bulk.shift();
+        if (!frame) break;
+        this.stats.framesOut++;
+        if (frame.kind === 'blobChunk') this.stats.bytesOut += frame.blobChunk.data.byteLength;
+        await this.channel.send(frame);
+        if (frame.kind === 'blobChunk' && !frame.blobChunk.last) this.refill(frame.blobChunk.streamId);
+      }
+    } catch (e) {
+      this.teardown(e instanceof Error ? e : new Error(String(e)));
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private reject(error: FedError): void {
+    this.stats.rejected++;
+    this.opts.onReject?.(this, error);
+  }
+
+  private receive(frame: Frame): void {
+    if (this.closed) return;
+    this.stats.framesIn++;
+    if (!this.remoteNode && frame.kind !== 'hello') {
+      this.failProtocol(`expected hello first, got ${frame.kind}`);
+      return;
+    }
+    switch (frame.kind) {
+      case 'hello':
+        return this.onHello(frame.hello);
+      case 'envelope':
+        return this.onEnvelope(frame.envelope);
+      case 'routeUpdate':
+        for (const a of frame.routeUpdate.added) this.remoteActors.add(a);
+        for (const a of frame.routeUpdate.removed) this.remoteActors.delete(a);
+        this.opts.onRoutes?.(this, frame.routeUpdate.added, frame.routeUpdate.removed);
+        return;
+      case 'blobRequest':
+        return this.onBlobRequest(frame.blobRequest);
+      case 'blobCredit': {
+        const out = this.outgoing.get(frame.blobCredit.streamId);
+        if (out) {
+          out.credit += frame.blobCredit.chunks;
+          this.refill(frame.blobCredit.streamId);
+        }
+        return;
+      }
+      case 'blobCancel':
+        this.outgoing.delete(frame.blobCancel.streamId);
+        return;
+      case 'blobChunk':
+        return this.onBlobChunk(frame.blobChunk);
+    }
+  }
+
+  private failProtocol(message: string): void {
+    const error = new FedError('malformed', `protocol violation from ${this.remoteNode || this.channel.peer}: ${message}`);
+    this.reject(error);
+    this.channel.close(error.message);
+    this.teardown(error);
+  }
+
+  private onHello(hello: LinkHello): void {
+    if (this.remoteNode) return this.failProtocol('second hello');
+    if (hello.protocolVersion !== PROTOCOL_VERSION) {
+      return this.failProtocol(`protocol version ${hello.protocolVersion}, expected ${PROTOCOL_VERSION}`);
+    }
+    try {
+      this.identity = this.opts.authenticate?.(hello, this.channel) ?? this.channel.identity;
+    } catch (e) {
+      const error = e instanceof FedError ? e : new FedError('unauthenticated', errorMessage(e));
+      this.reject(error);
+      this.channel.close(error.message);
+      this.teardown(error);
+      return;
+    }
+    this.remoteNode = hello.node || this.channel.peer;
+    for (const a of hello.actors) this.remoteActors.add(a);
+    this.settleHello();
+    this.opts.onRoutes?.(this, hello.actors, []);
+  }
+
+  private onEnvelope(envelope: Envelope): void {
+    try {
+      validateEnvelope(envelope);
+    } catch (e) {
+      return this.reject(e instanceof FedError ? e : new FedError('malformed', errorMessage(e)));
+    }
+    // A node may only speak for the actors it announced: that is what binds an actor's identity to
+    // the link it is reached over.
+    if (!this.remoteActors.has(envelope.from)) {
+      return this.reject(new FedError('impersonation', `${this.remoteNode} sent as ${envelope.from}, which it does not host`));
+    }
+    this.opts.onEnvelope(envelope, this);
+  }
+
+  private onBlobRequest(req: BlobRequest): void {
+    const bytes = this.opts.blobs.get(req.hash);
+    if (!bytes) {
+      this.enqueue(this.chunk(req.streamId, 0, 0, new Uint8Array(0), true, `not-found: no blob ${req.hash}`));
+      return;
+    }
+    this.outgoing.set(req.streamId, { bytes, offset: 0, credit: Math.max(1, req.window) });
+    this.refill(req.streamId);
+  }
+
+  private chunk(streamId: number, offset: number, total: number, data: Uint8Array, last: boolean, error = ''): Frame {
+    return { kind: 'blobChunk', blobChunk: { streamId, offset, total, data, last, error } };
+  }
+
+  /** Queues at most one chunk per call so the bulk queue never holds more than the credit allows. */
+  private refill(streamId: number): void {
+    const out = this.outgoing.get(streamId);
+    if (!out || out.credit <= 0) return;
+    if (this.bulk.some((f) => f.kind === 'blobChunk' && f.blobChunk.streamId === streamId)) return;
+    const end = Math.min(out.bytes.byteLength, out.offset + this.chunkBytes);
+    const last = end === out.bytes.byteLength;
+    const frame = this.chunk(streamId, out.offset, out.bytes.byteLength, out.bytes.subarray(out.offset, end), last);
+    out.offset = end;
+    out.credit--;
+    if (last) this.outgoing.delete(streamId);
+    this.enqueue(frame);
+  }
+
+  private onBlobChunk(c: BlobChunk): void {
+    const s = this.incoming.get(c.streamId);
+    if (!s) return; // cancelled or unknown stream: late chunks are dropped
+    const fail = (error: FedError): void => {
+      this.incoming.delete(c.streamId);
+      if (!c.last) this.enqueue({ kind: 'blobCancel', blobCancel: { streamId: c.streamId, reason: error.message } });
+      s.reject(error);
+    };
+    if (c.error) return fail(new FedError(c.error.startsWith('not-found') ? 'not-found' : 'fetch-failed', c.error));
+    if (!s.buffer) {
+      if (c.total > this.maxBlobBytes) {
+        return fail(new FedError('oversized', `blob of ${c.total} bytes exceeds the limit of ${this.maxBlobBytes}`));
+      }
+      s.buffer = new Uint8Array(c.total);
+    }
+    if (c.offset !== s.received || c.total !== s.buffer.byteLength || c.offset + c.data.byteLength > c.total) {
+      return fail(new FedError('malformed', `blob chunk at ${c.offset} (+${c.data.byteLength}) does not continue ${s.received}/${s.buffer.byteLength}`));
+    }
+    s.buffer.set(c.data, c.offset);
+    s.received += c.data.byteLength;
+    this.stats.bytesIn += c.data.byteLength;
+    if (c.last) {
+      this.incoming.delete(c.streamId);
+      if (s.received !== s.buffer.byteLength) {
+        return s.reject(new FedError('malformed', `blob ended at ${s.received} of ${s.buffer.byteLength} bytes`));
+      }
+      const actual = createHash('sha256').update(s.buffer).digest('hex');
+      if (actual !== s.hash) return s.reject(new FedError('hash-mismatch', `blob ${s.hash.slice(0, 12)} arrived as ${actual.slice(0, 12)}`));
+      return s.resolve(s.buffer);
+    }
+    if (++s.sinceCredit >= Math.max(1, this.window >> 1)) {
+      this.enqueue({ kind: 'blobCredit', blobCredit: { streamId: c.streamId, chunks: s.sinceCredit } });
+      s.sinceCredit = 0;
+    }
+  }
+}
