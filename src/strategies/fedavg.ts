@@ -1,0 +1,81 @@
+// Streaming weighted FedAvg (McMahan et al. 2017): sum of weight * update in Float64, divided by the
+// total weight once, in finish(). Memory is O(parameters) whatever the number of updates: 16 bytes per
+// parameter with the wasm kernel (double-buffered Float64 sum, see kernels/weighted-sum.ts), 8 with the
+// JS fallback. The same accumulator serves both levels: at a combiner the weights are the clients'
+// num_examples; at the reducer the inputs are combiner models weighted by each combiner's totalWeight,
+// which makes hierarchical FedAvg equal flat FedAvg over the same clients (to Float32 rounding of the
+// combiner models).
+import { FedError } from '../errors.ts';
+import { createWeightedSum, type KernelKind, type WeightedSum } from './kernels/weighted-sum.ts';
+import type { Accumulator, AggregationContext, AggregationStrategy } from './types.ts';
+import { checkShape, checkSize, checkWeight, nothingAdded } from './validate.ts';
+
+export interface FedAvgOptions {
+  /** Force a kernel ('js' or 'wasm'); default: wasm when available. */
+  kernel?: KernelKind;
+}
+
+export class FedAvgAccumulator implements Accumulator {
+  private readonly sum: WeightedSum;
+  private n = 0;
+  private total = 0;
+
+  constructor(
+    readonly size: number,
+    kernel?: KernelKind,
+    private readonly label = 'fedavg',
+  ) {
+    checkSize(size);
+    this.sum = createWeightedSum(size, kernel);
+  }
+
+  get count(): number {
+    return this.n;
+  }
+
+  get totalWeight(): number {
+    return this.total;
+  }
+
+  /** Which kernel runs the sum ('wasm' or 'js'). */
+  get kernel(): KernelKind {
+    return this.sum.kind;
+  }
+
+  add(update: Float32Array, weight: number): void {
+    checkWeight(weight);
+    checkShape(update, this.size);
+    const total = this.total + weight;
+    if (total === Infinity) throw new FedError('bad-weight', `total weight overflows with weight ${weight}`);
+    // refuses a non-finite update before any of it reaches the sum
+    this.sum.add(update, weight);
+    this.n++;
+    this.total = total;
+  }
+
+  /** The weighted mean so far. Does not consume the accumulator: more adds and finishes may follow. */
+  finish(): Float32Array {
+    if (this.n === 0) throw nothingAdded(this.label);
+    return this.sum.scaled(1 / this.total);
+  }
+}
+
+export function createFedAvg(options: FedAvgOptions = {}): AggregationStrategy {
+  return {
+    name: 'fedavg',
+    streaming: true,
+    begin: (ctx: AggregationContext) => new FedAvgAccumulator(ctx.size, options.kernel),
+  };
+}
+
+export const fedAvg: AggregationStrategy = createFedAvg();
+
+/** Weighted mean of whole arrays in one call (tests, tools). */
+export function weightedMean(updates: readonly Float32Array[], weights: readonly number[], kernel?: KernelKind): Float32Array {
+  if (updates.length !== weights.length) throw new FedError('config', `${updates.length} updates but ${weights.length} weights`);
+  const first = updates[0];
+  if (!first) throw nothingAdded('fedavg');
+  const acc = new FedAvgAccumulator(first.length, kernel);
+  updates.forEach((u, i) => acc.add(u, weights[i]!));
+  return acc.finish();
+}

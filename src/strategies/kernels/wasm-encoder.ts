@@ -1,0 +1,111 @@
+// A tiny WebAssembly binary encoder: just enough of the module format and instruction set to emit the
+// aggregation kernels at run time. Why not wat2wasm/clang: neither is on the machines this project runs
+// on (no clang with a wasm32 target; `wabt` would be a build-time dependency for ~100 bytes of code), and
+// generating the bytes from TypeScript keeps the kernels reviewable next to their JS fallbacks.
+//
+// Only the opcodes the kernels use are named here. Reference: WebAssembly core spec 2.0, section 5
+// (binary format) and the fixed-width SIMD proposal (opcodes behind the 0xfd prefix).
+
+export const valType = { i32: 0x7f, i64: 0x7e, f32: 0x7d, f64: 0x7c, v128: 0x7b } as const;
+export type ValType = (typeof valType)[keyof typeof valType];
+
+export function uleb(value: number): number[] {
+  const out: number[] = [];
+  let v = value >>> 0;
+  do {
+    let byte = v & 0x7f;
+    v >>>= 7;
+    if (v !== 0) byte |= 0x80;
+    out.push(byte);
+  } while (v !== 0);
+  return out;
+}
+
+export function sleb(value: number): number[] {
+  const out: number[] = [];
+  let v = value | 0;
+  for (;;) {
+    const byte = v & 0x7f;
+    v >>= 7;
+    const done = (v === 0 && (byte & 0x40) === 0) || (v === -1 && (byte & 0x40) !== 0);
+    out.push(done ? byte : byte | 0x80);
+    if (done) return out;
+  }
+}
+
+const f64Bytes = (x: number): number[] => [...new Uint8Array(new Float64Array([x]).buffer)];
+const memarg = (alignLog2: number, offset: number): number[] => [...uleb(alignLog2), ...uleb(offset)];
+const simd = (op: number, ...imm: number[]): number[] => [0xfd, ...uleb(op), ...imm];
+
+/** Instructions as byte sequences; a function body is the concatenation of these. */
+export const op = {
+  block: (): number[] => [0x02, 0x40],
+  loop: (): number[] => [0x03, 0x40],
+  end: (): number[] => [0x0b],
+  br: (depth: number): number[] => [0x0c, ...uleb(depth)],
+  brIf: (depth: number): number[] => [0x0d, ...uleb(depth)],
+  localGet: (i: number): number[] => [0x20, ...uleb(i)],
+  localSet: (i: number): number[] => [0x21, ...uleb(i)],
+  localTee: (i: number): number[] => [0x22, ...uleb(i)],
+  i32Const: (v: number): number[] => [0x41, ...sleb(v)],
+  f64Const: (v: number): number[] => [0x44, ...f64Bytes(v)],
+  i32Add: (): number[] => [0x6a],
+  i32Sub: (): number[] => [0x6b],
+  i32Shl: (): number[] => [0x74],
+  i32LtU: (): number[] => [0x49],
+  i32GeU: (): number[] => [0x4f],
+  v128Load: (offset = 0): number[] => simd(0x00, ...memarg(4, offset)),
+  v128Store: (offset = 0): number[] => simd(0x0b, ...memarg(4, offset)),
+  v128Load64Zero: (offset = 0): number[] => simd(0x5d, ...memarg(3, offset)),
+  i8x16Shuffle: (lanes: readonly number[]): number[] => {
+    if (lanes.length !== 16) throw new Error('i8x16.shuffle needs 16 lane indices');
+    return simd(0x0d, ...lanes);
+  },
+  i32x4Splat: (): number[] => simd(0x11),
+  f64x2Splat: (): number[] => simd(0x14),
+  i32x4Eq: (): number[] => simd(0x37),
+  v128And: (): number[] => simd(0x4e),
+  v128Or: (): number[] => simd(0x50),
+  v128AnyTrue: (): number[] => simd(0x53),
+  f32x4DemoteF64x2Zero: (): number[] => simd(0x5e),
+  f64x2PromoteLowF32x4: (): number[] => simd(0x5f),
+  f64x2Add: (): number[] => simd(0xf0),
+  f64x2Mul: (): number[] => simd(0xf2),
+};
+
+export interface FuncDef {
+  name: string;
+  params: ValType[];
+  results: ValType[];
+  /** Extra locals, numbered after the params. */
+  locals: ValType[];
+  body: number[][];
+}
+
+const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()];
+const section = (id: number, content: number[]): number[] => [id, ...uleb(content.length), ...content];
+const utf8 = (s: string): number[] => {
+  const b = [...new TextEncoder().encode(s)];
+  return [...uleb(b.length), ...b];
+};
+
+/** A module that imports one memory as env.mem and exports every function by name. */
+export function encodeModule(funcs: readonly FuncDef[]): Uint8Array<ArrayBuffer> {
+  const types = funcs.map((f) => [0x60, ...uleb(f.params.length), ...f.params, ...uleb(f.results.length), ...f.results]);
+  const imports = [[...utf8('env'), ...utf8('mem'), 0x02, 0x00, ...uleb(1)]];
+  const funcIndex = funcs.map((_, i) => uleb(i));
+  const exports = funcs.map((f, i) => [...utf8(f.name), 0x00, ...uleb(i)]);
+  const bodies = funcs.map((f) => {
+    const locals = f.locals.map((t) => [...uleb(1), t]);
+    const code = [...vec(locals), ...f.body.flat(), 0x0b];
+    return [...uleb(code.length), ...code];
+  });
+  return new Uint8Array([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, vec(types)),
+    ...section(2, vec(imports)),
+    ...section(3, vec(funcIndex)),
+    ...section(7, vec(exports)),
+    ...section(10, vec(bodies)),
+  ]);
+}

@@ -1,0 +1,242 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import fc from 'fast-check';
+import { FedAvgAccumulator, createFedAvg, weightedMean } from '../src/strategies/fedavg.ts';
+import { createWeightedSum, wasmAvailable, type KernelKind } from '../src/strategies/kernels/weighted-sum.ts';
+import { isFedError, type ErrorCode } from '../src/errors.ts';
+
+const kernels: KernelKind[] = ['wasm', 'js'];
+
+// Finite Float32 values of moderate magnitude, plus exact zeros and tiny values.
+const f32 = fc.float({ min: -1000, max: 1000, noNaN: true, noDefaultInfinity: true });
+const weight = fc.oneof(fc.integer({ min: 1, max: 60000 }), fc.double({ min: 1e-3, max: 1e6, noNaN: true }));
+
+/** n updates of d parameters with weights. */
+const batch = (maxN = 8, maxD = 40) =>
+  fc.integer({ min: 1, max: maxD }).chain((d) =>
+    fc.array(fc.record({ x: fc.array(f32, { minLength: d, maxLength: d }).map((a) => Float32Array.from(a)), w: weight }), {
+      minLength: 1,
+      maxLength: maxN,
+    }),
+  );
+
+/** Reference weighted mean, straight from the definition in Float64. */
+function reference(items: Array<{ x: Float32Array; w: number }>): Float64Array {
+  const d = items[0]!.x.length;
+  const out = new Float64Array(d);
+  let total = 0;
+  for (const { x, w } of items) {
+    total += w;
+    for (let i = 0; i < d; i++) out[i]! += w * x[i]!;
+  }
+  return out.map((v) => v / total);
+}
+
+function mean(items: Array<{ x: Float32Array; w: number }>, kernel: KernelKind): Float32Array {
+  const acc = new FedAvgAccumulator(items[0]!.x.length, kernel);
+  for (const { x, w } of items) acc.add(x, w);
+  return acc.finish();
+}
+
+const scaleOf = (items: Array<{ x: Float32Array }>): number => Math.max(1, ...items.flatMap(({ x }) => [...x].map(Math.abs)));
+
+function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, msg = ''): void {
+  assert.is(a.length, b.length, `${msg} length`);
+  for (let i = 0; i < a.length; i++) {
+    const diff = Math.abs(a[i]! - b[i]!);
+    if (!(diff <= tol)) assert.unreachable(`${msg} index ${i}: ${a[i]} vs ${b[i]} (|diff| ${diff} > ${tol})`);
+  }
+}
+
+function expectCode(code: ErrorCode, fn: () => unknown): void {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(isFedError(e, code), `expected FedError(${code}), got ${String(e)}`);
+    return;
+  }
+  assert.unreachable(`expected FedError(${code})`);
+}
+
+test('the wasm SIMD kernel is available and used by default', () => {
+  assert.ok(wasmAvailable());
+  assert.is(new FedAvgAccumulator(10).kernel, 'wasm');
+  assert.is(new FedAvgAccumulator(10, 'js').kernel, 'js');
+});
+
+test('wasm kernel and JS fallback agree bit for bit (odd sizes, block edges)', () => {
+  const sizes = [0, 1, 3, 15, 16, 17, 33, 16383, 16384, 16385, 40001];
+  for (const size of sizes) {
+    const sums = kernels.map((k) => createWeightedSum(size, k));
+    let seed = size + 1;
+    const rnd = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1;
+    for (let u = 0; u < 5; u++) {
+      const x = Float32Array.from({ length: size }, () => rnd() * 10 ** Math.floor(rnd() * 6));
+      const w = 1 + Math.abs(rnd()) * 1000;
+      for (const s of sums) s.add(x, w);
+    }
+    const [a, b] = sums.map((s) => s.snapshot());
+    assert.equal(a, b, `acc, size ${size}`);
+    const [ra, rb] = sums.map((s) => s.scaled(1 / 1234.5));
+    assert.equal(ra, rb, `scaled, size ${size}`);
+  }
+  fc.assert(
+    fc.property(batch(6, 80), (items) => {
+      const [a, b] = kernels.map((k) => mean(items, k));
+      assert.equal(a, b);
+    }),
+    { numRuns: 200 },
+  );
+});
+
+for (const kernel of kernels) {
+  test(`[${kernel}] matches the Float64 definition and is a convex combination`, () => {
+    fc.assert(
+      fc.property(batch(), (items) => {
+        const got = mean(items, kernel);
+        const want = reference(items);
+        // rounding to Float32 once: half an ulp of the largest magnitude
+        assertClose(got, want, scaleOf(items) * 2 ** -23, 'vs reference');
+        const d = got.length;
+        for (let i = 0; i < d; i++) {
+          const col = items.map(({ x }) => x[i]!);
+          const lo = Math.min(...col);
+          const hi = Math.max(...col);
+          const tol = Math.max(Math.abs(lo), Math.abs(hi)) * 2 ** -22;
+          assert.ok(got[i]! >= lo - tol && got[i]! <= hi + tol, `coordinate ${i}: ${got[i]} outside [${lo}, ${hi}]`);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  test(`[${kernel}] permutation invariant`, () => {
+    fc.assert(
+      fc.property(
+        batch().chain((items) => fc.tuple(fc.constant(items), fc.shuffledSubarray(items, { minLength: items.length, maxLength: items.length }))),
+        ([items, shuffled]) => {
+          assertClose(mean(items, kernel), mean(shuffled, kernel), scaleOf(items) * 2 ** -22);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  test(`[${kernel}] identity on identical models, exactly`, () => {
+    fc.assert(
+      fc.property(batch(1, 60), fc.array(weight, { minLength: 1, maxLength: 12 }), (items, weights) => {
+        const x = items[0]!.x;
+        const acc = new FedAvgAccumulator(x.length, kernel);
+        for (const w of weights) acc.add(x, w);
+        assert.equal(acc.finish(), x);
+        assert.is(acc.count, weights.length);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  test(`[${kernel}] weight-scale invariant`, () => {
+    fc.assert(
+      fc.property(batch(), fc.double({ min: 1e-3, max: 1e3, noNaN: true }), (items, c) => {
+        const scaled = items.map(({ x, w }) => ({ x, w: w * c }));
+        assertClose(mean(items, kernel), mean(scaled, kernel), scaleOf(items) * 2 ** -22);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  test(`[${kernel}] hierarchical FedAvg (combiners weighted by totals) equals flat FedAvg`, () => {
+    fc.assert(
+      fc.property(
+        batch(16).chain((items) =>
+          fc.tuple(fc.constant(items), fc.array(fc.integer({ min: 0, max: 4 }), { minLength: items.length, maxLength: items.length })),
+        ),
+        ([items, assignment]) => {
+          const d = items[0]!.x.length;
+          const combiners = new Map<number, FedAvgAccumulator>();
+          items.forEach(({ x, w }, i) => {
+            const c = assignment[i]!;
+            const acc = combiners.get(c) ?? new FedAvgAccumulator(d, kernel);
+            combiners.set(c, acc);
+            acc.add(x, w);
+          });
+          // the reducer folds combiner models with the same strategy, weights = combiner totals
+          const reducer = createFedAvg({ kernel }).begin({ size: d });
+          for (const acc of combiners.values()) reducer.add(acc.finish(), acc.totalWeight);
+          const flat = mean(items, kernel);
+          const total = items.reduce((s, { w }) => s + w, 0);
+          assert.ok(Math.abs(reducer.totalWeight - total) <= total * 1e-12, 'total weight is preserved');
+          assert.is(reducer.count, combiners.size);
+          // each combiner model is rounded to Float32 once more than the flat mean
+          assertClose(reducer.finish(), flat, scaleOf(items) * 2 ** -21, 'hierarchical vs flat');
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  test(`[${kernel}] refused adds are typed and leave the aggregate untouched`, () => {
+    const size = 40000; // more than two kernel blocks, so a late NaN is found after early blocks passed
+    const good = (k: number): Float32Array => Float32Array.from({ length: size }, (_, i) => Math.sin(i * 0.001 + k));
+    const acc = new FedAvgAccumulator(size, kernel);
+    const twin = new FedAvgAccumulator(size, kernel);
+    for (const a of [acc, twin]) {
+      a.add(good(1), 3);
+      a.add(good(2), 5);
+    }
+    const bad: Array<[ErrorCode, Float32Array, number]> = [
+      ['bad-weight', good(3), 0],
+      ['bad-weight', good(3), -2],
+      ['bad-weight', good(3), NaN],
+      ['bad-weight', good(3), Infinity],
+      ['wrong-shape', good(3).subarray(1), 1],
+      ['wrong-shape', new Float32Array(size + 1), 1],
+      ['bad-weight', good(3), Number.MAX_VALUE],
+    ];
+    for (const at of [0, 17, 16383, 16384, 39999]) {
+      for (const v of [NaN, Infinity, -Infinity]) {
+        const x = good(4);
+        x[at] = v;
+        bad.push(['not-finite', x, 1]);
+      }
+    }
+    acc.add(good(9), Number.MAX_VALUE / 4);
+    twin.add(good(9), Number.MAX_VALUE / 4);
+    for (const [code, x, w] of bad) {
+      expectCode(code, () => acc.add(x, w));
+      assert.is(acc.count, twin.count);
+      assert.is(acc.totalWeight, twin.totalWeight);
+    }
+    assert.equal(acc.finish(), twin.finish());
+    acc.add(good(5), 2);
+    twin.add(good(5), 2);
+    assert.equal(acc.finish(), twin.finish(), 'still usable after refusals');
+  });
+}
+
+test('finish before any add is a typed error; finish does not consume', () => {
+  const acc = new FedAvgAccumulator(4);
+  expectCode('bad-weight', () => acc.finish());
+  acc.add(Float32Array.of(1, 2, 3, 4), 1);
+  assert.equal(acc.finish(), Float32Array.of(1, 2, 3, 4));
+  acc.add(Float32Array.of(3, 4, 5, 6), 1);
+  assert.equal(acc.finish(), Float32Array.of(2, 3, 4, 5));
+  expectCode('config', () => new FedAvgAccumulator(-1));
+  expectCode('config', () => new FedAvgAccumulator(1.5));
+  expectCode('config', () => weightedMean([Float32Array.of(1)], [1, 2]));
+});
+
+test('the caller may reuse its update buffer after add', () => {
+  const acc = new FedAvgAccumulator(3);
+  const buf = Float32Array.of(1, 1, 1);
+  acc.add(buf, 1);
+  buf.fill(3);
+  acc.add(buf, 1);
+  assert.equal(acc.finish(), Float32Array.of(2, 2, 2));
+});
+
+test('weights are num_examples: a 3:1 split weights the mean 3:1', () => {
+  assert.equal(weightedMean([Float32Array.of(0, 8), Float32Array.of(4, 0)], [300, 100]), Float32Array.of(1, 6));
+});
+
+test.run();
