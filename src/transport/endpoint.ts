@@ -21,7 +21,11 @@ export function parseEndpoint(endpoint: string, expected?: TransportKind): Endpo
   const port = m[3] === undefined ? 0 : Number(m[3]);
   if (port > 65535) throw new FedError('config', `port ${port} out of range in "${endpoint}"`);
   if (kind !== 'inproc' && m[3] === undefined) throw new FedError('config', `endpoint "${endpoint}" needs a port (0 lets the OS choose)`);
+  if (kind === 'inproc' && m[3] !== undefined) throw new FedError('config', `inproc endpoint "${endpoint}" takes a name, not a port`);
   return { kind, host: m[2]!, port };
 }
 
 export const formatEndpoint = (e: Endpoint): string => (e.kind === 'inproc' ? `inproc://${e.host}` : `${e.kind}://${e.host}:${e.port}`);
+
+/** Host as Node's net/ws want it: IPv6 literals without their URL brackets. */
+export const bareHost = (host: string): string => (host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host);

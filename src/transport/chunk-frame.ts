@@ -1,0 +1,286 @@
+// What the socket transports (grpc, ws) share: the wire encoding, with a fast path for blob chunk
+// frames, and the channel bookkeeping (size limits, decode-or-refuse, exactly one onClose).
+//
+// A model moves as 1 MiB BlobChunk frames. protobufjs copies the chunk payload into its writer
+// and then the socket libraries copy it again into their own framing; writing the few header
+// bytes of Frame{blob_chunk: BlobChunk{...}} by hand costs one copy instead, and on the receiving
+// side the payload is handed over as a view into the received message (no copy). Both paths
+// produce and accept ordinary protobuf `Frame` bytes: anything the fast decoder does not fully
+// understand is handed to the generic decoder, which is the one that defines what is valid.
+import { FedError, errorMessage } from '../errors.ts';
+import { decodeFrame, encodeFrame } from '../protocol/codec.ts';
+import type { BlobChunk, Frame } from '../protocol/generated.ts';
+import { CHUNK_BYTES, type FrameChannel } from './types.ts';
+
+/**
+ * Default per-frame limit for the socket transports: one full chunk frame (1 MiB of payload plus a
+ * few dozen header bytes) with 64 KiB to spare, which also bounds the largest control frame.
+ */
+export const DEFAULT_MAX_FRAME_BYTES = CHUNK_BYTES + 64 * 1024;
+
+// Frame.blob_chunk is field 4, length-delimited; BlobChunk's fields in declaration order.
+const TAG_FRAME_BLOB_CHUNK = (4 << 3) | 2;
+const TAG_STREAM_ID = (1 << 3) | 0;
+const TAG_OFFSET = (2 << 3) | 1;
+const TAG_TOTAL = (3 << 3) | 1;
+const TAG_DATA = (4 << 3) | 2;
+const TAG_LAST = (5 << 3) | 0;
+const TAG_ERROR = (6 << 3) | 2;
+
+const varintSize = (n: number): number => (n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : n < 0x10000000 ? 4 : 5);
+
+function writeVarint(buf: Buffer, pos: number, n: number): number {
+  while (n >= 0x80) {
+    buf[pos++] = (n & 0x7f) | 0x80;
+    n >>>= 7;
+  }
+  buf[pos++] = n;
+  return pos;
+}
+
+const isUint32 = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= 0xffffffff;
+
+function encodeChunk(c: BlobChunk): Buffer | undefined {
+  if (!isUint32(c.streamId) || typeof c.offset !== 'number' || typeof c.total !== 'number') return undefined;
+  if (!(c.data instanceof Uint8Array) || typeof c.last !== 'boolean' || typeof c.error !== 'string') return undefined;
+  const errorBytes = c.error ? Buffer.from(c.error, 'utf8') : undefined;
+  const dataLen = c.data.byteLength;
+  let inner = 0;
+  if (c.streamId !== 0) inner += 1 + varintSize(c.streamId);
+  if (c.offset !== 0) inner += 9;
+  if (c.total !== 0) inner += 9;
+  if (dataLen !== 0) inner += 1 + varintSize(dataLen) + dataLen;
+  if (c.last) inner += 2;
+  if (errorBytes) inner += 1 + varintSize(errorBytes.length) + errorBytes.length;
+  const out = Buffer.allocUnsafe(1 + varintSize(inner) + inner);
+  out[0] = TAG_FRAME_BLOB_CHUNK;
+  let pos = writeVarint(out, 1, inner);
+  if (c.streamId !== 0) {
+    out[pos++] = TAG_STREAM_ID;
+    pos = writeVarint(out, pos, c.streamId);
+  }
+  if (c.offset !== 0) {
+    out[pos++] = TAG_OFFSET;
+    pos = out.writeDoubleLE(c.offset, pos);
+  }
+  if (c.total !== 0) {
+    out[pos++] = TAG_TOTAL;
+    pos = out.writeDoubleLE(c.total, pos);
+  }
+  if (dataLen !== 0) {
+    out[pos++] = TAG_DATA;
+    pos = writeVarint(out, pos, dataLen);
+    out.set(c.data, pos);
+    pos += dataLen;
+  }
+  if (c.last) {
+    out[pos++] = TAG_LAST;
+    out[pos++] = 1;
+  }
+  if (errorBytes) {
+    out[pos++] = TAG_ERROR;
+    pos = writeVarint(out, pos, errorBytes.length);
+    errorBytes.copy(out, pos);
+  }
+  return out;
+}
+
+/** Frame -> protobuf bytes as a Buffer (what the socket libraries take without another copy). */
+export function encodeWireFrame(frame: Frame): Buffer {
+  if (frame.kind === 'blobChunk') {
+    const fast = encodeChunk(frame.blobChunk);
+    if (fast) return fast;
+  }
+  const bytes = encodeFrame(frame);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+const noBytes = Buffer.alloc(0);
+
+/** Reads a varint of at most 32 bits; -1 when it is longer or runs past `end`. */
+function readVarint32(bytes: Uint8Array, pos: number, end: number, out: { pos: number }): number {
+  let value = 0;
+  for (let shift = 0; shift < 35; shift += 7) {
+    if (pos >= end) return -1;
+    const b = bytes[pos++]!;
+    value += (b & 0x7f) * 2 ** shift;
+    if (b < 0x80) {
+      out.pos = pos;
+      return value <= 0xffffffff ? value : -1;
+    }
+  }
+  return -1;
+}
+
+function decodeChunk(bytes: Uint8Array): Frame | undefined {
+  const cursor = { pos: 0 };
+  const innerLen = readVarint32(bytes, 1, bytes.length, cursor);
+  if (innerLen < 0 || cursor.pos + innerLen !== bytes.length) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const chunk: BlobChunk = { streamId: 0, offset: 0, total: 0, data: noBytes, last: false, error: '' };
+  let pos = cursor.pos;
+  const end = bytes.length;
+  while (pos < end) {
+    const tag = bytes[pos++]!;
+    switch (tag) {
+      case TAG_STREAM_ID: {
+        const v = readVarint32(bytes, pos, end, cursor);
+        if (v < 0) return undefined;
+        chunk.streamId = v;
+        pos = cursor.pos;
+        break;
+      }
+      case TAG_OFFSET:
+      case TAG_TOTAL: {
+        if (pos + 8 > end) return undefined;
+        const v = view.getFloat64(pos, true);
+        if (tag === TAG_OFFSET) chunk.offset = v;
+        else chunk.total = v;
+        pos += 8;
+        break;
+      }
+      case TAG_DATA: {
+        const len = readVarint32(bytes, pos, end, cursor);
+        if (len < 0 || cursor.pos + len > end) return undefined;
+        // A Buffer view, like the generic decoder returns, so both paths hand out the same type.
+        chunk.data = Buffer.from(bytes.buffer, bytes.byteOffset + cursor.pos, len);
+        pos = cursor.pos + len;
+        break;
+      }
+      case TAG_LAST: {
+        // A one-byte varint only; anything longer is rare enough to leave to the generic decoder.
+        const b = bytes[pos++];
+        if (b === undefined || b >= 0x80) return undefined;
+        chunk.last = b !== 0;
+        break;
+      }
+      default:
+        // error strings (UTF-8 handling), unknown fields, odd encodings: generic path.
+        return undefined;
+    }
+  }
+  return { kind: 'blobChunk', blobChunk: chunk };
+}
+
+/**
+ * protobuf bytes -> Frame, refusing oversized or malformed input with a typed FedError. Blob chunk
+ * payloads are views into `bytes`, which the caller must not reuse afterwards.
+ */
+export function decodeWireFrame(bytes: Uint8Array, maxBytes = DEFAULT_MAX_FRAME_BYTES): Frame {
+  if (bytes.byteLength > maxBytes) {
+    throw new FedError('oversized', `frame of ${bytes.byteLength} bytes exceeds the limit of ${maxBytes}`);
+  }
+  if (bytes[0] === TAG_FRAME_BLOB_CHUNK) {
+    const fast = decodeChunk(bytes);
+    if (fast) return fast;
+  }
+  return decodeFrame(bytes, maxBytes);
+}
+
+/**
+ * What the socket transports share: encode/size-check on send, decode-or-refuse on receive, one
+ * onClose per channel, and send() promises that never dangle once the channel is gone.
+ */
+export abstract class WireChannel implements FrameChannel {
+  onFrame: (frame: Frame) => void = () => undefined;
+  onClose: (error?: Error) => void = () => undefined;
+  abstract readonly peer: string;
+  protected closed = false;
+  private closeError: Error | undefined;
+  private readonly waiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+
+  protected constructor(protected readonly maxFrameBytes: number) {}
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  send(frame: Frame): Promise<void> {
+    if (this.closed) return Promise.reject(this.sendError());
+    let bytes: Buffer;
+    try {
+      bytes = encodeWireFrame(frame);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    // Refused here rather than by the library, which would tear the whole stream down for it.
+    if (bytes.byteLength > this.maxFrameBytes) {
+      return Promise.reject(
+        new FedError('oversized', `${frame.kind} frame of ${bytes.byteLength} bytes exceeds the limit of ${this.maxFrameBytes}`),
+      );
+    }
+    return this.write(bytes);
+  }
+
+  /** Hands encoded bytes to the socket; resolves when below the transport's high-water mark. */
+  protected abstract write(bytes: Buffer): Promise<void>;
+  /** Graceful end (pending frames still go out); `reason` is told to the peer where possible. */
+  protected abstract endGracefully(reason: string): void;
+  /** Ends at once after a protocol error, telling the peer why where possible. */
+  protected abstract abort(error: FedError): void;
+
+  close(reason = 'closed'): void {
+    if (this.closed) return;
+    this.endGracefully(reason);
+    this.finish(undefined, reason);
+  }
+
+  /** A promise settled by the next releaseWaiters() or by the channel ending. */
+  protected waitForDrain(): Promise<void> {
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  protected releaseWaiters(): void {
+    for (const w of this.waiters.splice(0)) w.resolve();
+  }
+
+  protected receive(bytes: Uint8Array): void {
+    if (this.closed) return;
+    let frame: Frame;
+    try {
+      frame = decodeWireFrame(bytes, this.maxFrameBytes);
+    } catch (e) {
+      const error = e instanceof FedError ? e : new FedError('malformed', errorMessage(e));
+      this.fail(new FedError(error.code, `from ${this.peer}: ${error.message}`, error.detail));
+      return;
+    }
+    try {
+      this.onFrame(frame);
+    } catch (e) {
+      // A throwing handler leaves the link in an unknown state; ending the channel is the only safe
+      // answer, and it must not take the process (or the socket library's event loop) with it.
+      this.fail(new FedError('internal', `frame handler failed on a ${frame.kind} frame: ${errorMessage(e)}`));
+    }
+  }
+
+  /** Ends the channel because of a local protocol error. */
+  protected fail(error: FedError): void {
+    if (this.closed) return;
+    this.abort(error);
+    this.finish(error);
+  }
+
+  /** Called exactly once per channel, whichever side or event ended it. */
+  protected finish(error?: Error, localReason?: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeError = error ?? new FedError('closed', `channel to ${this.peer} closed: ${localReason ?? 'closed'}`);
+    const failed = this.sendError();
+    for (const w of this.waiters.splice(0)) w.reject(failed);
+    this.released();
+    try {
+      this.onClose(error);
+    } catch {
+      // The owner's close handler failing must not turn into an uncaught exception inside a socket callback.
+    }
+  }
+
+  /** Timers and other per-channel resources to drop when the channel ends. */
+  protected released(): void {}
+
+  private sendError(): FedError {
+    const e = this.closeError;
+    if (e instanceof FedError && e.code === 'closed') return e;
+    return new FedError('closed', `channel to ${this.peer} closed${e ? `: ${e.message}` : ''}`);
+  }
+}

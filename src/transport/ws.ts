@@ -1,0 +1,295 @@
+// WebSocket transport on `ws`: one binary message = one encoded protobuf `Frame`.
+//
+// Masking of client-to-server frames (and unmasking on the server) is the per-byte cost of
+// WebSocket; on Node < 22 ws does it with the native `bufferutil` addon when that loads (it ships
+// prebuilt binaries, so no install script is needed) and with a JS loop otherwise. maskingEngine()
+// reports which one this process really uses, and the tests and benchmark check it is native.
+//
+// Keepalive: each side sends a WebSocket ping every keepaliveMs (default 10 s); a peer from which
+// nothing (no pong, no message) arrived for keepaliveMs + keepaliveTimeoutMs (default 10 s + 10 s) is
+// declared dead, its socket destroyed, and the channel ends with a 'timeout' FedError. TCP alone
+// cannot tell: a frozen or partitioned peer's kernel keeps ACKing or nothing comes back at all.
+import http from 'node:http';
+import { createRequire } from 'node:module';
+import WebSocket, { WebSocketServer } from 'ws';
+import { FedError, errorMessage } from '../errors.ts';
+import { DEFAULT_MAX_FRAME_BYTES, WireChannel } from './chunk-frame.ts';
+import { bareHost, formatEndpoint, parseEndpoint } from './endpoint.ts';
+import type { FrameChannel, Listener, Transport } from './types.ts';
+
+export interface WsTransportOptions {
+  /** Largest encoded frame either way; also ws's maxPayload. */
+  maxFrameBytes?: number;
+  /**
+   * send() resolves only while the socket holds at most this many unsent bytes, so a sender
+   * facing a slow reader stops at roughly this much user-space buffer (plus the kernel's).
+   */
+  highWaterMark?: number;
+  keepaliveMs?: number;
+  keepaliveTimeoutMs?: number;
+  dialTimeoutMs?: number;
+  /** How long a graceful close waits for the peer's close frame before destroying the socket. */
+  closeTimeoutMs?: number;
+}
+
+interface Settings {
+  maxFrameBytes: number;
+  highWaterMark: number;
+  keepaliveMs: number;
+  keepaliveTimeoutMs: number;
+  dialTimeoutMs: number;
+  closeTimeoutMs: number;
+}
+
+function settingsOf(o: WsTransportOptions): Settings {
+  return {
+    maxFrameBytes: o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
+    highWaterMark: o.highWaterMark ?? 2 * 1024 * 1024,
+    keepaliveMs: o.keepaliveMs ?? 10_000,
+    keepaliveTimeoutMs: o.keepaliveTimeoutMs ?? 10_000,
+    dialTimeoutMs: o.dialTimeoutMs ?? 10_000,
+    closeTimeoutMs: o.closeTimeoutMs ?? 5_000,
+  };
+}
+
+/** Options for ws sockets on both ends (exported so the benchmark's raw baseline uses the same). */
+export function wsSocketOptions(o: WsTransportOptions = {}): { maxPayload: number; perMessageDeflate: false } {
+  // Compression is off: model chunks are float noise that does not deflate, and deflating 1 MiB
+  // frames would cost far more CPU than the bytes it saves on any LAN.
+  return { maxPayload: settingsOf(o).maxFrameBytes, perMessageDeflate: false };
+}
+
+const requireHere = createRequire(import.meta.url);
+
+/** Which masking implementation ws uses in this process: Node's own, native bufferutil, or plain JS. */
+export function maskingEngine(): 'node' | 'bufferutil' | 'js' {
+  if ((http as unknown as { websocketMask?: unknown }).websocketMask) return 'node';
+  if (process.env.WS_NO_BUFFER_UTIL) return 'js';
+  try {
+    // bufferutil falls back to its JS implementation silently when the native addon fails to load;
+    // the native build is the one whose mask() differs from the fallback's.
+    const bu = requireHere('bufferutil') as { mask: unknown };
+    const fallback = requireHere('bufferutil/fallback') as { mask: unknown };
+    return bu.mask !== fallback.mask ? 'bufferutil' : 'js';
+  } catch {
+    return 'js';
+  }
+}
+
+const CLOSE_NORMAL = 1000;
+const CLOSE_GOING_AWAY = 1001;
+const CLOSE_UNSUPPORTED = 1003;
+const CLOSE_ABNORMAL = 1006;
+const CLOSE_INVALID = 1007;
+const CLOSE_POLICY = 1008;
+const CLOSE_TOO_BIG = 1009;
+const CLOSE_INTERNAL = 1011;
+
+function closeCodeFor(e: FedError): number {
+  switch (e.code) {
+    case 'oversized':
+      return CLOSE_TOO_BIG;
+    case 'malformed':
+    case 'unknown-message':
+      return CLOSE_INVALID;
+    case 'unauthenticated':
+    case 'forbidden':
+      return CLOSE_POLICY;
+    default:
+      return CLOSE_INTERNAL;
+  }
+}
+
+function errorFromClose(peer: string, code: number, reason: string): FedError {
+  const what = `peer ${peer} closed (${code}${reason ? ` ${reason}` : ''})`;
+  switch (code) {
+    case CLOSE_NORMAL:
+    case CLOSE_GOING_AWAY:
+      return new FedError('closed', what, { wsCode: code, clean: true });
+    case CLOSE_ABNORMAL:
+      return new FedError('closed', `connection to ${peer} lost`, { wsCode: code, clean: false });
+    case CLOSE_TOO_BIG:
+      return new FedError('oversized', what, { wsCode: code });
+    case CLOSE_UNSUPPORTED:
+    case CLOSE_INVALID:
+      return new FedError('malformed', what, { wsCode: code });
+    case CLOSE_POLICY:
+      return new FedError('forbidden', what, { wsCode: code });
+    default:
+      return new FedError(code === CLOSE_INTERNAL ? 'internal' : 'closed', what, { wsCode: code });
+  }
+}
+
+// Close reasons must fit a control frame (125 bytes, 2 of them the code).
+function shortReason(reason: string): string {
+  let r = reason;
+  while (Buffer.byteLength(r) > 120) r = r.slice(0, -1);
+  return r;
+}
+
+class WsChannel extends WireChannel {
+  private lastSeen = Date.now();
+  private readonly keepalive: NodeJS.Timeout;
+  private closeTimer: NodeJS.Timeout | undefined;
+  private socketError: Error | undefined;
+
+  constructor(
+    private readonly ws: WebSocket,
+    readonly peer: string,
+    private readonly settings: Settings,
+  ) {
+    super(settings.maxFrameBytes);
+    ws.binaryType = 'nodebuffer';
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      this.lastSeen = Date.now();
+      if (!isBinary) return this.fail(new FedError('malformed', `text message from ${peer}; frames are binary`));
+      this.receive(data);
+    });
+    ws.on('pong', () => (this.lastSeen = Date.now()));
+    ws.on('error', (err: Error & { code?: string }) => {
+      // ws emits 'error' then 'close'; remember why, so the close can be reported as what it was.
+      this.socketError = err;
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+        this.finish(new FedError('oversized', `message from ${peer} exceeds the limit of ${this.maxFrameBytes} bytes`));
+      }
+    });
+    ws.on('close', (code: number, reason: Buffer) => {
+      clearTimeout(this.closeTimer);
+      if (this.closed) return;
+      const error = errorFromClose(peer, code, reason.toString());
+      if (code === CLOSE_ABNORMAL && this.socketError) {
+        this.finish(new FedError('closed', `connection to ${peer} lost: ${this.socketError.message}`, { clean: false }));
+      } else {
+        this.finish(error);
+      }
+    });
+    this.keepalive = setInterval(() => this.checkAlive(), settings.keepaliveMs);
+    this.keepalive.unref();
+  }
+
+  private checkAlive(): void {
+    if (this.closed) return;
+    const limit = this.settings.keepaliveMs + this.settings.keepaliveTimeoutMs;
+    if (Date.now() - this.lastSeen <= limit) {
+      this.ws.ping();
+      return;
+    }
+    // A timer can fire after the event loop was busy for a while, before the socket reads that
+    // were waiting (a pong among them) have run; judge only after they had their turn.
+    setImmediate(() => {
+      if (this.closed || Date.now() - this.lastSeen <= limit) return;
+      this.ws.terminate();
+      this.finish(new FedError('timeout', `no sign of life from ${this.peer} for ${Date.now() - this.lastSeen} ms`));
+    });
+  }
+
+  protected write(bytes: Buffer): Promise<void> {
+    this.ws.send(bytes, { binary: true }, (err) => {
+      // Failed writes surface as the socket's 'error'/'close'; only successful flushes free room.
+      if (!err && this.ws.bufferedAmount <= this.settings.highWaterMark) this.releaseWaiters();
+    });
+    return this.ws.bufferedAmount <= this.settings.highWaterMark ? Promise.resolve() : this.waitForDrain();
+  }
+
+  protected endGracefully(reason: string): void {
+    this.ws.close(CLOSE_NORMAL, shortReason(reason));
+    this.closeTimer = setTimeout(() => this.ws.terminate(), this.settings.closeTimeoutMs);
+    this.closeTimer.unref();
+  }
+
+  protected abort(error: FedError): void {
+    this.ws.close(closeCodeFor(error), shortReason(error.message));
+    this.closeTimer = setTimeout(() => this.ws.terminate(), this.settings.closeTimeoutMs);
+    this.closeTimer.unref();
+  }
+
+  /** Graceful close with "going away", for a listener shutting down. */
+  goAway(reason: string): void {
+    if (this.closed) return;
+    this.ws.close(CLOSE_GOING_AWAY, shortReason(reason));
+    this.closeTimer = setTimeout(() => this.ws.terminate(), this.settings.closeTimeoutMs);
+    this.closeTimer.unref();
+    this.finish(undefined, reason);
+  }
+
+  protected override released(): void {
+    clearInterval(this.keepalive);
+  }
+}
+
+export class WsTransport implements Transport {
+  readonly kind = 'ws' as const;
+  private readonly settings: Settings;
+
+  constructor(private readonly options: WsTransportOptions = {}) {
+    this.settings = settingsOf(options);
+  }
+
+  async listen(endpoint: string, accept: (channel: FrameChannel) => void): Promise<Listener> {
+    const ep = parseEndpoint(endpoint, 'ws');
+    const wss = new WebSocketServer({ host: bareHost(ep.host), port: ep.port, ...wsSocketOptions(this.options) });
+    const open = new Set<WsChannel>();
+    let closing = false;
+    await new Promise<void>((resolve, reject) => {
+      wss.once('listening', resolve);
+      wss.once('error', (err: Error & { code?: string }) =>
+        reject(new FedError(err.code === 'EADDRINUSE' ? 'conflict' : 'config', `cannot listen on ${endpoint}: ${err.message}`)),
+      );
+    });
+    // After listening, server errors (a failed handshake, a socket error) concern one connection.
+    wss.on('error', () => undefined);
+    wss.on('wsClientError', (_err, socket) => socket.destroy());
+    wss.on('connection', (ws, req) => {
+      const ch = new WsChannel(ws, `ws://${req.socket.remoteAddress}:${req.socket.remotePort}`, this.settings);
+      if (closing) return ch.goAway('listener closing');
+      open.add(ch);
+      const onClose = (): void => void open.delete(ch);
+      ws.once('close', onClose);
+      try {
+        accept(ch);
+      } catch (e) {
+        ch.close(`refused: ${errorMessage(e)}`);
+      }
+    });
+    const address = wss.address();
+    const port = typeof address === 'object' && address ? address.port : ep.port;
+    return {
+      endpoint: formatEndpoint({ ...ep, port }),
+      close: async () => {
+        if (closing) return;
+        closing = true;
+        for (const ch of [...open]) ch.goAway('listener closed');
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            for (const ws of wss.clients) ws.terminate();
+          }, this.settings.closeTimeoutMs);
+          timer.unref();
+          wss.close(() => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+      },
+    };
+  }
+
+  dial(endpoint: string): Promise<FrameChannel> {
+    const ep = parseEndpoint(endpoint, 'ws');
+    const url = `ws://${ep.host}:${ep.port}/`;
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, { ...wsSocketOptions(this.options), handshakeTimeout: this.settings.dialTimeoutMs });
+      const onError = (err: Error): void => {
+        ws.removeListener('open', onOpen);
+        ws.on('error', () => undefined);
+        const timedOut = /timed out/i.test(err.message);
+        reject(new FedError(timedOut ? 'timeout' : 'closed', `cannot connect to ${endpoint}: ${err.message}`));
+      };
+      const onOpen = (): void => {
+        ws.removeListener('error', onError);
+        resolve(new WsChannel(ws, formatEndpoint(ep), this.settings));
+      };
+      ws.once('error', onError);
+      ws.once('open', onOpen);
+    });
+  }
+}
