@@ -204,7 +204,9 @@ function contract(label: string, make: () => Promise<Harness>): void {
     const seedBlob = await store.putBlob(randomBytes(64));
     const other = await store.putBlob(randomBytes(64));
     await rejects(store.appendTrail({ modelId: seedBlob, parentModelId: other, sessionId: 's', round: 0, strategy: 'x' }), 'conflict', /seed/);
-    const seed = await store.appendTrail({ modelId: seedBlob, parentModelId: null, sessionId: 's', round: 0, strategy: 'x' });
+    // A seed belongs to no session, so an empty sessionId is accepted.
+    const seed = await store.appendTrail({ modelId: seedBlob, parentModelId: null, sessionId: '', round: 0, strategy: 'seed' });
+    assert.is(seed.sessionId, '');
     assert.ok(Math.abs(seed.committedAt - Date.now()) < 60_000, 'committedAt defaults to now');
     await rejects(store.appendTrail({ modelId: other, parentModelId: null, sessionId: 's', round: 1, strategy: 'x' }), 'conflict');
     await rejects(store.appendTrail({ modelId: other, parentModelId: other, sessionId: 's', round: 1, strategy: 'x' }), 'conflict', /head/);

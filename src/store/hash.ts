@@ -1,11 +1,13 @@
-// Content hashes for the store. Semantics match the project's `contentHash`: sha256 of the bytes,
-// lowercase hex. NOTE: src/model/hash.ts (contentHash) did not exist when the store was written;
-// once it lands this file should re-export it so there is one definition of a model id.
-import { createHash } from 'node:crypto';
+// Content hashes for the store: the project's single definition of a model id (src/model/hash.ts),
+// plus the format check the store applies to every hash it is handed.
+import { contentHash } from '../model/hash.ts';
 
-export function sha256Hex(data: Uint8Array | string): string {
-  return createHash('sha256').update(data).digest('hex');
-}
+export { contentHash };
+
+const utf8 = new TextEncoder();
+
+/** sha256 hex of a string's UTF-8 bytes (trail entry hashes). */
+export const textHash = (text: string): string => contentHash(utf8.encode(text));
 
 const hashPattern = /^[0-9a-f]{64}$/;
 

@@ -16,7 +16,7 @@
 // Zero-padded numbers make key order equal numeric order, so ranges come back sorted.
 import { FedError } from '../errors.ts';
 import { decodeJson, decodeState, encodeJson, encodeState } from './codec.ts';
-import { isContentHash, sha256Hex } from './hash.ts';
+import { contentHash, isContentHash } from './hash.ts';
 import { checkAppend, checkStoredEntry, computeEntryHash } from './trail.ts';
 import type { RoundEntry, SessionRecord, Store, TrailAppend, TrailEntry } from './types.ts';
 
@@ -115,7 +115,7 @@ export class KvStore implements Store {
 
   putBlob(bytes: Uint8Array): Promise<string> {
     return this.run(async () => {
-      const hash = sha256Hex(bytes);
+      const hash = contentHash(bytes);
       await this.kv.batch([{ type: 'put', key: keys.blob(hash), value: bytes }]);
       return hash;
     });
@@ -124,7 +124,7 @@ export class KvStore implements Store {
   putBlobVerified(hash: string, bytes: Uint8Array): Promise<void> {
     return this.run(async () => {
       const key = keys.blob(hash);
-      const actual = sha256Hex(bytes);
+      const actual = contentHash(bytes);
       if (actual !== hash) throw new FedError('hash-mismatch', `blob hashes to ${actual}, expected ${hash}`, { expected: hash, actual });
       await this.kv.batch([{ type: 'put', key, value: bytes }]);
     });

@@ -1,7 +1,6 @@
 // In-memory backend: the default for tests and in-process runs. Values are copied in and out, so a
 // caller mutating a Float32Array or blob after put (or after get) never changes what is stored, the
 // same isolation a disk backend gives for free.
-import { FedError } from '../errors.ts';
 import { KvStore, type Kv, type KvOp } from './kv.ts';
 import type { Store } from './types.ts';
 
@@ -9,7 +8,6 @@ export class MemoryKv implements Kv {
   private readonly map = new Map<string, Uint8Array>();
   /** Kept sorted so range() is a binary search plus a slice instead of sorting every call. */
   private readonly sorted: string[] = [];
-  private closed = false;
 
   private lowerBound(key: string): number {
     let lo = 0;
@@ -22,23 +20,16 @@ export class MemoryKv implements Kv {
     return lo;
   }
 
-  private check(): void {
-    if (this.closed) throw new FedError('closed', 'memory store is closed');
-  }
-
   async get(key: string): Promise<Uint8Array | undefined> {
-    this.check();
     const value = this.map.get(key);
     return value && new Uint8Array(value);
   }
 
   async has(key: string): Promise<boolean> {
-    this.check();
     return this.map.has(key);
   }
 
   async batch(ops: KvOp[]): Promise<void> {
-    this.check();
     // Applied synchronously in one turn, so no reader can observe half a batch.
     for (const op of ops) {
       const exists = this.map.has(op.key);
@@ -54,7 +45,6 @@ export class MemoryKv implements Kv {
   }
 
   async range(options: { gte: string; lt: string; limit?: number }): Promise<Array<[string, Uint8Array]>> {
-    this.check();
     const out: Array<[string, Uint8Array]> = [];
     const limit = options.limit ?? Infinity;
     for (let i = this.lowerBound(options.gte); i < this.sorted.length && out.length < limit; i++) {
@@ -68,13 +58,6 @@ export class MemoryKv implements Kv {
 
   async close(): Promise<void> {
     // The data stays in this object; a later store can be reopened over the same MemoryKv.
-  }
-
-  /** Marks the kv unusable; used to prove that nothing reads through a closed store. */
-  destroy(): void {
-    this.closed = true;
-    this.map.clear();
-    this.sorted.length = 0;
   }
 }
 

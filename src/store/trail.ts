@@ -6,7 +6,7 @@
 // The domain prefix keeps a trail hash from ever equalling some other sha256 the project computes.
 import { errorMessage, FedError, isFedError } from '../errors.ts';
 import { canonicalJson } from './codec.ts';
-import { isContentHash, sha256Hex } from './hash.ts';
+import { contentHash, isContentHash, textHash } from './hash.ts';
 import type { Store, TrailAppend, TrailEntry, TrailVerifyResult } from './types.ts';
 
 const domain = 'fedstate/trail/v1\n';
@@ -23,7 +23,7 @@ export function computeEntryHash(e: Omit<TrailEntry, 'entryHash'>): string {
     metrics: e.metrics,
     committedAt: e.committedAt,
   };
-  return sha256Hex(domain + canonicalJson(fields, 'trail entry'));
+  return textHash(domain + canonicalJson(fields, 'trail entry'));
 }
 
 const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
@@ -45,7 +45,8 @@ export function checkAppend(e: TrailAppend): Omit<TrailEntry, 'index' | 'parentE
   const what = 'trail append';
   if (!isContentHash(e.modelId)) throw new FedError('malformed', `${what}: modelId is not a sha256 hex`);
   if (e.parentModelId !== null && !isContentHash(e.parentModelId)) throw new FedError('malformed', `${what}: parentModelId is neither null nor a sha256 hex`);
-  if (typeof e.sessionId !== 'string' || e.sessionId === '') throw new FedError('malformed', `${what}: sessionId must be a non-empty string`);
+  // Empty is allowed: a seed model belongs to no session.
+  if (typeof e.sessionId !== 'string') throw new FedError('malformed', `${what}: sessionId must be a string`);
   if (!isCount(e.round)) throw new FedError('malformed', `${what}: round must be a non-negative integer`);
   if (typeof e.strategy !== 'string') throw new FedError('malformed', `${what}: strategy must be a string`);
   const committedAt = e.committedAt ?? Date.now();
@@ -122,7 +123,7 @@ export async function verifyTrail(store: Store): Promise<TrailVerifyResult> {
     }
     const bytes = await store.getBlob(e.modelId);
     if (!bytes) return 'model blob is missing';
-    const actual = sha256Hex(bytes);
+    const actual = contentHash(bytes);
     if (actual !== e.modelId) return `model blob hashes to ${actual} (blob altered)`;
     return undefined;
   };
