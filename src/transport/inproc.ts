@@ -13,7 +13,7 @@ export class InprocNetwork {
 }
 
 class InprocChannel implements FrameChannel {
-  onFrame: (frame: Frame) => void = () => undefined;
+  private handler: ((frame: Frame) => void) | undefined;
   onClose: (error?: Error) => void = () => undefined;
   other!: InprocChannel;
   closed = false;
@@ -24,6 +24,17 @@ class InprocChannel implements FrameChannel {
     readonly peer: string,
     private readonly strict: boolean,
   ) {}
+
+  // Frames that arrive before the receiving Link attached its handler wait in the inbox, as they
+  // would in a socket buffer.
+  get onFrame(): (frame: Frame) => void {
+    return this.handler ?? (() => undefined);
+  }
+
+  set onFrame(handler: (frame: Frame) => void) {
+    this.handler = handler;
+    this.schedule();
+  }
 
   send(frame: Frame): Promise<void> {
     if (this.closed) return Promise.reject(new FedError('closed', `inproc channel to ${this.peer} closed`));
@@ -38,15 +49,18 @@ class InprocChannel implements FrameChannel {
   private deliver(frame: Frame): void {
     if (this.closed) return;
     this.inbox.push(frame);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      queueMicrotask(() => this.drain());
-    }
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.scheduled || !this.handler || this.inbox.length === 0) return;
+    this.scheduled = true;
+    queueMicrotask(() => this.drain());
   }
 
   private drain(): void {
     this.scheduled = false;
-    for (let frame = this.inbox.shift(); frame && !this.closed; frame = this.inbox.shift()) this.onFrame(frame);
+    for (let frame = this.inbox.shift(); frame && !this.closed; frame = this.inbox.shift()) this.handler!(frame);
   }
 
   close(reason = 'closed'): void {

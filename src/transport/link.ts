@@ -5,8 +5,8 @@
 //  - blob pulls: the requester names a content hash and a credit window; the holder streams chunks
 //    only while it has credit (backpressure end to end), and the requester verifies the sha256
 //    before anyone sees the bytes, so nothing half-written or altered is ever used.
-import { createHash } from 'node:crypto';
 import { FedError, errorMessage } from '../errors.ts';
+import { contentHash } from '../model/hash.ts';
 import { validateEnvelope } from '../protocol/codec.ts';
 import type { BlobChunk, BlobRequest, Envelope, Frame, LinkHello } from '../protocol/generated.ts';
 import { CHUNK_BYTES, type BlobSource, type FrameChannel, type PeerIdentity } from './types.ts';
@@ -253,9 +253,19 @@ export class Link {
   }
 
   private onBlobRequest(req: BlobRequest): void {
-    const bytes = this.opts.blobs.get(req.hash);
+    const found = this.opts.blobs.get(req.hash);
+    if (found instanceof Promise) {
+      found.then(
+        (bytes) => this.serveBlob(req, bytes),
+        (e) => this.serveBlob(req, undefined, errorMessage(e)),
+      );
+    } else this.serveBlob(req, found);
+  }
+
+  private serveBlob(req: BlobRequest, bytes: Uint8Array | undefined, problem?: string): void {
+    if (this.closed) return;
     if (!bytes) {
-      this.enqueue(this.chunk(req.streamId, 0, 0, new Uint8Array(0), true, `not-found: no blob ${req.hash}`));
+      this.enqueue(this.chunk(req.streamId, 0, 0, new Uint8Array(0), true, problem ? `fetch-failed: ${problem}` : `not-found: no blob ${req.hash}`));
       return;
     }
     this.outgoing.set(req.streamId, { bytes, offset: 0, credit: Math.max(1, req.window) });
@@ -306,7 +316,7 @@ export class Link {
       if (s.received !== s.buffer.byteLength) {
         return s.reject(new FedError('malformed', `blob ended at ${s.received} of ${s.buffer.byteLength} bytes`));
       }
-      const actual = createHash('sha256').update(s.buffer).digest('hex');
+      const actual = contentHash(s.buffer);
       if (actual !== s.hash) return s.reject(new FedError('hash-mismatch', `blob ${s.hash.slice(0, 12)} arrived as ${actual.slice(0, 12)}`));
       return s.resolve(s.buffer);
     }

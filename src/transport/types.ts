@@ -50,5 +50,5 @@ export const CHUNK_BYTES = 1024 * 1024;
 
 /** Where a node keeps content-addressed blobs (models); the Link serves peers from it. */
 export interface BlobSource {
-  get(hash: string): Uint8Array | undefined;
+  get(hash: string): Uint8Array | undefined | Promise<Uint8Array | undefined>;
 }

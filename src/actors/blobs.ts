@@ -1,0 +1,43 @@
+// The blobs a node holds and serves to its peers, named by content hash. The in-memory store is
+// what clients and combiners use; the reducer backs its store with persistence (src/store).
+import { contentHash, verifyHash } from '../model/hash.ts';
+import type { BlobSource } from '../transport/types.ts';
+
+export interface BlobStore extends BlobSource {
+  put(bytes: Uint8Array): string | Promise<string>;
+  delete(hash: string): void | Promise<void>;
+}
+
+export class MemoryBlobs implements BlobStore {
+  private readonly map = new Map<string, Uint8Array>();
+
+  get(hash: string): Uint8Array | undefined {
+    return this.map.get(hash);
+  }
+
+  put(bytes: Uint8Array): string {
+    const hash = contentHash(bytes);
+    this.map.set(hash, bytes);
+    return hash;
+  }
+
+  /** Stores bytes under a hash the caller already knows, refusing bytes that do not match it. */
+  putVerified(hash: string, bytes: Uint8Array): void {
+    verifyHash(bytes, hash);
+    this.map.set(hash, bytes);
+  }
+
+  delete(hash: string): void {
+    this.map.delete(hash);
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  get bytes(): number {
+    let n = 0;
+    for (const b of this.map.values()) n += b.byteLength;
+    return n;
+  }
+}

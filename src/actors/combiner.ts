@@ -1,0 +1,157 @@
+// Combiner role assembly: the combiner statechart provided with real IO. It listens for its
+// clients, dials the reducer (and re-dials with backoff when that link drops), stages each round's
+// global model so its clients can pull it, pulls and decodes client updates, and folds accepted ones
+// into a streaming accumulator whose memory does not grow with the number of clients.
+import { fromCallback, fromPromise, type ActorRefFrom } from 'xstate';
+import { backoffMs } from '../../machines/common.ts';
+import { combinerMachine, type AggregationBegin, type FetchRequest, type FetchedUpdate } from '../../machines/combiner.ts';
+import { FedError } from '../errors.ts';
+import { decodeModel, encodeModel } from '../model/codec.ts';
+import type { Layout } from '../model/params.ts';
+import type { Accumulator } from '../strategies/types.ts';
+import { resolveCombinerStrategy } from './strategy.ts';
+import { hostMachine, type Hosted, type HostOptions } from './host.ts';
+import type { Node } from './node.ts';
+
+export interface CombinerOptions {
+  node: Node;
+  name: string;
+  /** Where this combiner listens for clients (the endpoint the reducer hands out in discovery). */
+  listen: string;
+  /** The reducer node's endpoint, dialled by this combiner. */
+  reducerEndpoint: string;
+  reducer?: string;
+  maxClients?: number;
+  clientTimeoutMs?: number;
+  heartbeatMs?: number;
+  tickMs?: number;
+  inspect?: HostOptions['inspect'];
+}
+
+export interface CombinerHandle {
+  address: string;
+  endpoint: string;
+  actor: ActorRefFrom<typeof combinerMachine>;
+  stop(): Promise<void>;
+}
+
+export const layoutKey = (layout: Layout): string => JSON.stringify(layout);
+
+export async function startCombiner(opts: CombinerOptions): Promise<CombinerHandle> {
+  const { node } = opts;
+  const address = `combiner/${opts.name}`;
+  const reducer = opts.reducer ?? 'reducer/main';
+  const accumulators = new Map<string, { acc: Accumulator; layout?: Layout }>();
+  const staged = new Map<string, Layout>(); // model id -> layout, for the rounds in flight
+  const keyOf = (p: { sessionId: string; round: number }): string => `${p.sessionId}#${p.round}`;
+  let lastOutput: string | undefined;
+
+  const logic = combinerMachine.provide({
+    actors: {
+      stageModel: fromPromise(async ({ input }) => {
+        const bytes = await node.fetchBlob(input.from, input.modelId);
+        const params = decodeModel(bytes);
+        for (const old of staged.keys()) if (old !== input.modelId) node.blobs.delete(old);
+        staged.clear();
+        await node.blobs.put(bytes);
+        staged.set(input.modelId, params.layout);
+        return { size: params.data.length, layoutKey: layoutKey(params.layout) };
+      }),
+      aggregate: fromPromise(async ({ input }) => {
+        const started = performance.now();
+        const entry = accumulators.get(keyOf(input));
+        if (!entry) throw new FedError('internal', `no accumulator for round ${input.round}`);
+        const layout = [...staged.values()][0];
+        if (!layout) throw new FedError('internal', 'no staged model layout');
+        const bytes = encodeModel({ layout, data: entry.acc.finish() });
+        if (lastOutput) node.blobs.delete(lastOutput);
+        const modelId = await node.blobs.put(bytes);
+        lastOutput = modelId;
+        return { modelId, ms: performance.now() - started };
+      }),
+      fetcher: fromCallback<FetchRequest>(({ receive, sendBack }) => {
+        let alive = true;
+        receive((req) => {
+          const reply = (r: { ok: true; data: Float32Array; layoutKey: string } | { ok: false; reason: 'hash-mismatch' | 'fetch-failed' | 'wrong-shape' }): void => {
+            if (alive) sendBack({ type: 'update.fetched', sessionId: req.sessionId, round: req.round, client: req.client, ...r } as FetchedUpdate);
+          };
+          node.fetchBlob(req.client, req.updateId).then(
+            (bytes) => {
+              try {
+                const p = decodeModel(bytes);
+                reply({ ok: true, data: p.data, layoutKey: layoutKey(p.layout) });
+              } catch {
+                reply({ ok: false, reason: 'wrong-shape' });
+              }
+            },
+            (e) => reply({ ok: false, reason: e instanceof FedError && e.code === 'hash-mismatch' ? 'hash-mismatch' : 'fetch-failed' }),
+          );
+        });
+        return () => {
+          alive = false;
+        };
+      }),
+    },
+    actions: {
+      beginAggregation: (_, p: AggregationBegin) => {
+        accumulators.set(keyOf(p), { acc: resolveCombinerStrategy(p.strategy).begin({ size: p.size }) });
+      },
+      foldUpdate: (_, p) => {
+        accumulators.get(keyOf(p))?.acc.add(p.data, p.weight);
+      },
+      discardAggregation: (_, p) => {
+        accumulators.delete(keyOf(p));
+      },
+    },
+  });
+
+  const listener = await node.listen(opts.listen);
+  const actor: Hosted<ActorRefFrom<typeof combinerMachine>> = hostMachine(
+    node,
+    address,
+    logic,
+    { self: address, reducer, maxClients: opts.maxClients, clientTimeoutMs: opts.clientTimeoutMs, heartbeatMs: opts.heartbeatMs },
+    { inspect: opts.inspect },
+  );
+
+  const onLinkDown = (_link: unknown, unreachable: string[]): void => {
+    for (const a of unreachable) {
+      if (a.startsWith('client/')) actor.actor.send({ type: 'CLIENT_GONE', client: a, reason: 'link closed' });
+    }
+    if (unreachable.includes(reducer)) void connectReducer();
+  };
+  node.on('linkDown', onLinkDown);
+
+  let stopping = false;
+  let attempt = 0;
+  const connectReducer = async (): Promise<void> => {
+    while (!stopping) {
+      try {
+        await node.dial(opts.reducerEndpoint);
+        attempt = 0;
+        actor.actor.send({ type: 'REDUCER_CONNECTED', endpoint: listener.endpoint });
+        return;
+      } catch {
+        attempt++;
+        await new Promise((r) => setTimeout(r, backoffMs(attempt, 200, 5_000, attempt)));
+      }
+    }
+  };
+  await connectReducer();
+
+  const tick = setInterval(() => actor.actor.send({ type: 'TICK', now: Date.now() }), opts.tickMs ?? 1_000);
+  tick.unref();
+
+  return {
+    address,
+    endpoint: listener.endpoint,
+    actor: actor.actor,
+    stop: async () => {
+      stopping = true;
+      clearInterval(tick);
+      node.off('linkDown', onLinkDown);
+      actor.stop();
+      await node.close();
+    },
+  };
+}

@@ -1,0 +1,178 @@
+// A Node is one actor system: it hosts actors under addresses (role/name) and routes every send to
+// a local actor or to the Link that reaches the address, so the sender never knows which it was.
+// Nodes learn routes from their links' hellos and route updates; when a link dies, every address
+// behind it becomes unreachable at once and the node says which (so clients can rediscover and
+// combiners can drop clients).
+import { EventEmitter } from 'node:events';
+import { FedError, errorMessage } from '../errors.ts';
+import type { Envelope, Message } from '../protocol/generated.ts';
+import { Link, type LinkOptions } from '../transport/link.ts';
+import type { FrameChannel, Listener, PeerIdentity, Transport } from '../transport/types.ts';
+import { MemoryBlobs, type BlobStore } from './blobs.ts';
+
+export type Deliver = (envelope: Envelope) => void;
+
+export interface NodeOptions {
+  name: string;
+  transport: Transport;
+  blobs?: BlobStore;
+  token?: string;
+  authenticate?: LinkOptions['authenticate'];
+  link?: Pick<LinkOptions, 'chunkBytes' | 'window' | 'maxBlobBytes' | 'helloTimeoutMs'>;
+}
+
+export interface NodeEvents {
+  linkUp: [link: Link];
+  linkDown: [link: Link, unreachable: string[], error?: Error];
+  undeliverable: [envelope: Envelope, error: FedError];
+  rejected: [error: FedError, link?: Link];
+}
+
+export class Node extends EventEmitter<NodeEvents> {
+  readonly name: string;
+  readonly blobs: BlobStore;
+  readonly transport: Transport;
+  private readonly actors = new Map<string, Deliver>();
+  private readonly routes = new Map<string, Link>();
+  private readonly links = new Set<Link>();
+  private readonly listening: Listener[] = [];
+  private closed = false;
+
+  constructor(private readonly opts: NodeOptions) {
+    super();
+    this.name = opts.name;
+    this.transport = opts.transport;
+    this.blobs = opts.blobs ?? new MemoryBlobs();
+  }
+
+  get actorAddresses(): string[] {
+    return [...this.actors.keys()];
+  }
+
+  get openLinks(): Link[] {
+    return [...this.links];
+  }
+
+  /** Registers a local actor; peers learn the new route at once. */
+  host(address: string, deliver: Deliver): () => void {
+    if (this.actors.has(address)) throw new FedError('conflict', `${address} is already hosted on ${this.name}`);
+    this.actors.set(address, deliver);
+    for (const link of this.links) link.announce([address], []);
+    return () => {
+      if (this.actors.get(address) !== deliver) return;
+      this.actors.delete(address);
+      for (const link of this.links) link.announce([], [address]);
+    };
+  }
+
+  /** Sends from a local actor. Returns false (and emits `undeliverable`) when nobody hosts `to`. */
+  send(from: string, to: string, body: Message): boolean {
+    const envelope: Envelope = { from, to, body };
+    const local = this.actors.get(to);
+    if (local) {
+      // Local delivery is asynchronous too, so an actor never re-enters another mid-transition and
+      // ordering matches what a link gives.
+      queueMicrotask(() => local(envelope));
+      return true;
+    }
+    const link = this.routes.get(to);
+    if (!link || !link.isOpen) {
+      this.emit('undeliverable', envelope, new FedError('no-route', `${this.name} has no route to ${to}`));
+      return false;
+    }
+    try {
+      link.send(envelope);
+      return true;
+    } catch (e) {
+      this.emit('undeliverable', envelope, e instanceof FedError ? e : new FedError('closed', errorMessage(e)));
+      return false;
+    }
+  }
+
+  canReach(address: string): boolean {
+    return this.actors.has(address) || !!this.routes.get(address)?.isOpen;
+  }
+
+  linkTo(address: string): Link | undefined {
+    return this.routes.get(address);
+  }
+
+  /** Pulls a blob from the node hosting `peer` (or returns the local copy); bytes are hash-verified. */
+  async fetchBlob(peer: string, hash: string): Promise<Uint8Array> {
+    const local = await this.blobs.get(hash);
+    if (local) return local;
+    const link = this.routes.get(peer);
+    if (!link) throw new FedError('no-route', `${this.name} has no route to ${peer} to fetch ${hash.slice(0, 12)}`);
+    return link.fetchBlob(hash);
+  }
+
+  async listen(endpoint: string): Promise<Listener> {
+    const listener = await this.transport.listen(endpoint, (channel) => {
+      this.attach(channel)
+        .start()
+        .catch(() => undefined); // refused or timed-out hellos are reported through `rejected`/`linkDown`
+    });
+    this.listening.push(listener);
+    return listener;
+  }
+
+  /** Dials a node and resolves once both hellos went through. */
+  async dial(endpoint: string): Promise<Link> {
+    if (this.closed) throw new FedError('closed', `node ${this.name} is closed`);
+    const channel = await this.transport.dial(endpoint);
+    return this.attach(channel).start();
+  }
+
+  private attach(channel: FrameChannel): Link {
+    const link = new Link(channel, {
+      node: this.name,
+      actors: () => this.actorAddresses,
+      blobs: this.blobs,
+      token: this.opts.token,
+      authenticate: this.opts.authenticate,
+      ...this.opts.link,
+      onEnvelope: (envelope) => this.deliverInbound(envelope),
+      onRoutes: (l, added, removed) => {
+        for (const a of added) this.routes.set(a, l);
+        for (const a of removed) if (this.routes.get(a) === l) this.routes.delete(a);
+        if (!this.links.has(l)) {
+          this.links.add(l);
+          this.emit('linkUp', l);
+        }
+      },
+      onReject: (l, error) => this.emit('rejected', error, l),
+      onClose: (l, error) => {
+        const wasUp = this.links.delete(l);
+        const unreachable: string[] = [];
+        for (const [address, via] of this.routes) {
+          if (via === l) {
+            this.routes.delete(address);
+            unreachable.push(address);
+          }
+        }
+        if (wasUp) this.emit('linkDown', l, unreachable, error);
+      },
+    });
+    return link;
+  }
+
+  private deliverInbound(envelope: Envelope): void {
+    const local = this.actors.get(envelope.to);
+    if (!local) {
+      this.emit('undeliverable', envelope, new FedError('no-route', `${envelope.to} is not hosted on ${this.name}`));
+      return;
+    }
+    local(envelope);
+  }
+
+  identityOf(address: string): PeerIdentity | undefined {
+    return this.routes.get(address)?.identity;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const link of [...this.links]) link.close(`node ${this.name} closing`);
+    await Promise.all(this.listening.map((l) => l.close()));
+  }
+}

@@ -1,0 +1,215 @@
+// Reducer role assembly: the reducer statechart provided with real IO. It serves discovery, keeps the
+// global model and the hash-chained trail in the store, pulls the combiner models of each round over
+// the links, reduces them weighted by each combiner's total number of examples (hierarchical FedAvg
+// equals flat FedAvg), and resumes a running session from the store after a restart.
+import { fromPromise, waitFor, type ActorRefFrom, type SnapshotFrom } from 'xstate';
+import { defaultSessionConfig, reducerMachine, type ReducerInput, type RoundResult, type SessionConfig } from '../../machines/reducer.ts';
+import { FedError } from '../errors.ts';
+import { decodeModel, encodeModel } from '../model/codec.ts';
+import { sameLayout, type Params } from '../model/params.ts';
+import { createMemoryStore } from '../store/memory.ts';
+import type { Store } from '../store/types.ts';
+import type { BlobStore } from './blobs.ts';
+import { hostMachine, type HostOptions } from './host.ts';
+import { Node } from './node.ts';
+import type { Transport } from '../transport/types.ts';
+import { resolveReducerStrategy } from './strategy.ts';
+
+export interface ReducerOptions {
+  transport: Transport;
+  /** Node name (defaults to "reducer"). */
+  name?: string;
+  token?: string;
+  listen: string;
+  store?: Store;
+  /** Server-side evaluation of each new global model (e.g. on a held-out set). */
+  evaluate?: (params: Params, round: number) => Promise<Record<string, number>>;
+  tickMs?: number;
+  inspect?: HostOptions['inspect'];
+}
+
+export interface SessionSummary {
+  sessionId: string;
+  status: 'done' | 'failed' | 'stopped';
+  failure: string;
+  rounds: RoundResult[];
+  globalModelId: string;
+}
+
+export type ReducerActor = ActorRefFrom<typeof reducerMachine>;
+
+export interface ReducerHandle {
+  node: Node;
+  address: string;
+  endpoint: string;
+  actor: ReducerActor;
+  store: Store;
+  seed(params: Params): Promise<string>;
+  start(config: Partial<SessionConfig> & { sessionId?: string }): string;
+  stop(reason?: string): void;
+  /** Resolves when the current session reaches done, failed or stopped. */
+  finished(): Promise<SessionSummary>;
+  globalModel(): Promise<Params>;
+  close(): Promise<void>;
+}
+
+/** The reducer's node serves blobs straight from the store, so committed models survive restarts. */
+export function storeBlobs(store: Store): BlobStore {
+  return {
+    get: (hash) => store.getBlob(hash),
+    put: (bytes) => store.putBlob(bytes),
+    delete: async (hash) => {
+      // the trail keeps committed models; only uncommitted blobs may go
+      if (!(await store.trailEntry(hash))) await store.deleteBlob(hash);
+    },
+  };
+}
+
+const SESSION_KEY = 'reducer/session';
+
+interface PersistedSession {
+  id: string;
+  config: SessionConfig;
+  status: string;
+  committed: number;
+  roundNo: number;
+  seedModelId: string;
+}
+
+async function resumeInput(store: Store): Promise<ReducerInput['resume']> {
+  const current = await store.getState<{ id: string }>(SESSION_KEY);
+  if (!current) return undefined;
+  const s = await store.getSession<PersistedSession>(current.id);
+  if (!s || s.status !== 'running') return undefined;
+  const head = await store.trailHead();
+  if (!head) return undefined;
+  const rounds = (await store.listRounds<RoundResult>(s.id)).map((r) => r.record);
+  // Committed rounds are what the trail holds for this session, whatever the session record last said:
+  // the trail append is the commit point.
+  const entries = (await store.trail()).filter((e) => e.sessionId === s.id);
+  const lastRound = Math.max(s.roundNo, ...entries.map((e) => e.round), ...rounds.map((r) => r.round));
+  return { session: s.config, globalModelId: head.modelId, seedModelId: s.seedModelId, committed: entries.length, roundNo: lastRound, history: rounds };
+}
+
+export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle> {
+  const store = opts.store ?? createMemoryStore();
+  const node = new Node({ name: opts.name ?? 'reducer', transport: opts.transport, blobs: storeBlobs(store), token: opts.token });
+  const address = 'reducer/main';
+  const resume = await resumeInput(store);
+  const head = await store.trailHead();
+
+  const logic = reducerMachine.provide({
+    actors: {
+      reduce: fromPromise(async ({ input }) => {
+        const strategy = resolveReducerStrategy('fedavg');
+        let acc: ReturnType<typeof strategy.begin> | undefined;
+        let layout: Params['layout'] | undefined;
+        for (const report of input.reports) {
+          const model = decodeModel(await node.fetchBlob(report.combiner, report.modelId));
+          if (!layout) {
+            layout = model.layout;
+            acc = strategy.begin({ size: model.data.length });
+          } else if (!sameLayout(layout, model.layout)) {
+            throw new FedError('wrong-shape', `combiner model ${report.modelId.slice(0, 12)} has a different layout`);
+          }
+          acc!.add(model.data, report.totalWeight);
+        }
+        if (!acc || !layout) throw new FedError('bad-weight', 'no combiner models to reduce');
+        const modelId = await store.putBlob(encodeModel({ layout, data: acc.finish() }));
+        return { modelId };
+      }),
+      commit: fromPromise(async ({ input }) => {
+        await store.appendTrail({
+          modelId: input.modelId,
+          parentModelId: input.parentModelId,
+          sessionId: input.session.sessionId,
+          round: input.round,
+          strategy: input.session.combinerStrategy || 'fedavg',
+          metrics: Object.fromEntries(Object.entries(input.metrics).filter(([, v]) => Number.isFinite(v))),
+        });
+      }),
+      evaluate: fromPromise(async ({ input }) => {
+        if (!opts.evaluate) return {};
+        const bytes = await store.getBlob(input.modelId);
+        if (!bytes) throw new FedError('not-found', `model ${input.modelId} not in store`);
+        return opts.evaluate(decodeModel(bytes), input.round);
+      }),
+    },
+    actions: {
+      persistSession: ({ context }, p) => {
+        const s = context.session;
+        if (!s) return;
+        const record: PersistedSession = { id: s.sessionId, config: s, status: p.status, committed: context.committed, roundNo: context.roundNo, seedModelId: context.seedModelId };
+        const last = context.history[context.history.length - 1];
+        void (async () => {
+          if (last) await store.putRound(s.sessionId, last.round, last);
+          await store.putSession(record);
+        })();
+      },
+    },
+  });
+
+  const listener = await node.listen(opts.listen);
+  const hosted = hostMachine(node, address, logic, { self: address, resume } satisfies ReducerInput, { inspect: opts.inspect });
+  if (!resume && head) hosted.actor.send({ type: 'SEED', modelId: head.modelId });
+
+  const onLinkDown = (_l: unknown, unreachable: string[]): void => {
+    for (const a of unreachable) if (a.startsWith('combiner/')) hosted.actor.send({ type: 'COMBINER_GONE', combiner: a });
+  };
+  node.on('linkDown', onLinkDown);
+  const tick = setInterval(() => hosted.actor.send({ type: 'TICK', now: Date.now() }), opts.tickMs ?? 1_000);
+  tick.unref();
+  hosted.actor.send({ type: 'TICK', now: Date.now() });
+
+  const terminal = (s: SnapshotFrom<typeof reducerMachine>): boolean => s.matches('done') || s.matches('failed') || s.matches('stopped');
+
+  return {
+    node,
+    address,
+    endpoint: listener.endpoint,
+    actor: hosted.actor,
+    store,
+    seed: async (params) => {
+      const modelId = await store.putBlob(encodeModel(params));
+      const headNow = await store.trailHead();
+      if (headNow?.modelId !== modelId) {
+        await store.appendTrail({ modelId, parentModelId: headNow?.modelId ?? null, sessionId: '', round: 0, strategy: 'seed', metrics: {} });
+      }
+      hosted.actor.send({ type: 'SEED', modelId });
+      return modelId;
+    },
+    start: (config) => {
+      const sessionId = config.sessionId ?? `s-${Date.now().toString(36)}`;
+      const session = { ...defaultSessionConfig(sessionId), ...config, sessionId };
+      void store.putState(SESSION_KEY, { id: sessionId });
+      hosted.actor.send({ type: 'TICK', now: Date.now() });
+      hosted.actor.send({ type: 'START', session });
+      return sessionId;
+    },
+    stop: (reason) => hosted.actor.send({ type: 'STOP', reason }),
+    finished: async () => {
+      const snap = await waitFor(hosted.actor, terminal, { timeout: Infinity });
+      const c = snap.context;
+      return {
+        sessionId: c.session?.sessionId ?? '',
+        status: snap.matches('done') ? 'done' : snap.matches('failed') ? 'failed' : 'stopped',
+        failure: c.failure,
+        rounds: c.history,
+        globalModelId: c.globalModelId,
+      };
+    },
+    globalModel: async () => {
+      const id = hosted.actor.getSnapshot().context.globalModelId;
+      const bytes = await store.getBlob(id);
+      if (!bytes) throw new FedError('not-found', `global model ${id} not in store`);
+      return decodeModel(bytes);
+    },
+    close: async () => {
+      clearInterval(tick);
+      node.off('linkDown', onLinkDown);
+      hosted.stop();
+      await node.close();
+      await store.close();
+    },
+  };
+}
