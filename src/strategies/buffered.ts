@@ -1,0 +1,52 @@
+// Storage for strategies that need every update before they can answer (median, trimmed mean, Krum).
+// Memory is count x size x 4 bytes, so it is bounded: by ctx.expected when the caller knows how many
+// updates a round can bring (a combiner knows its buffer size), else by DEFAULT_MAX_UPDATES.
+import { FedError } from '../errors.ts';
+import type { AggregationContext } from './types.ts';
+import { checkSize, checkUpdate } from './validate.ts';
+
+export const DEFAULT_MAX_UPDATES = 1024;
+
+export class UpdateStore {
+  readonly rows: Float32Array[] = [];
+  readonly weights: number[] = [];
+  readonly capacity: number;
+  private total = 0;
+
+  constructor(
+    readonly size: number,
+    ctx: AggregationContext,
+    readonly label: string,
+  ) {
+    checkSize(size);
+    const cap = ctx.expected ?? DEFAULT_MAX_UPDATES;
+    if (!Number.isSafeInteger(cap) || cap < 1) throw new FedError('config', `${label}: expected must be a positive integer, got ${cap}`);
+    this.capacity = cap;
+  }
+
+  get count(): number {
+    return this.rows.length;
+  }
+
+  get totalWeight(): number {
+    return this.total;
+  }
+
+  /** Bytes held by the stored updates. */
+  get bytes(): number {
+    return this.rows.length * this.size * 4;
+  }
+
+  add(update: Float32Array, weight: number): void {
+    checkUpdate(update, weight, this.size);
+    if (this.rows.length >= this.capacity) {
+      throw new FedError('oversized', `${this.label} holds at most ${this.capacity} updates (ctx.expected)`, { capacity: this.capacity });
+    }
+    const total = this.total + weight;
+    if (total === Infinity) throw new FedError('bad-weight', `total weight overflows with weight ${weight}`);
+    // a copy: the caller may reuse its buffer
+    this.rows.push(update.slice());
+    this.weights.push(weight);
+    this.total = total;
+  }
+}

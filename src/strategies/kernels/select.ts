@@ -1,0 +1,92 @@
+// Coordinate-wise order statistics over n stored updates. Updates are rows; a coordinate's n values are
+// a column, scattered across n arrays. Blocks of columns are first transposed into a small scratch (which
+// stays in L2), so each column is contiguous while it is partially ordered in place.
+
+/**
+ * Partially orders a[lo..hi] (inclusive) so that a[k] holds the value it would have if the range were
+ * sorted, everything before it is <= a[k] and everything after is >= a[k]. Hoare partitioning with a
+ * median-of-three pivot (Wirth's FIND), O(hi - lo) expected; no allocation.
+ */
+export function selectInPlace(a: Float32Array, lo: number, hi: number, k: number): void {
+  while (hi - lo > 12) {
+    const mid = (lo + hi) >>> 1;
+    let x = a[lo]!;
+    let y = a[mid]!;
+    const z = a[hi]!;
+    if (x > y) [x, y] = [y, x];
+    const pivot = z < x ? x : z > y ? y : z;
+    let i = lo;
+    let j = hi;
+    do {
+      while (a[i]! < pivot) i++;
+      while (pivot < a[j]!) j--;
+      if (i <= j) {
+        const t = a[i]!;
+        a[i] = a[j]!;
+        a[j] = t;
+        i++;
+        j--;
+      }
+    } while (i <= j);
+    if (j < k) lo = i;
+    if (k < i) hi = j;
+    if (lo >= hi) return;
+  }
+  // short ranges: insertion sort is cheaper than more partitioning
+  for (let i = lo + 1; i <= hi; i++) {
+    const v = a[i]!;
+    let j = i - 1;
+    while (j >= lo && a[j]! > v) {
+      a[j + 1] = a[j]!;
+      j--;
+    }
+    a[j + 1] = v;
+  }
+}
+
+/** Median of a[off..off+n) (mean of the two middle values when n is even). Reorders the range. */
+export function medianOf(a: Float32Array, off: number, n: number): number {
+  const hi = off + n - 1;
+  const k = off + ((n - 1) >> 1);
+  selectInPlace(a, off, hi, k);
+  const lower = a[k]!;
+  if (n % 2 === 1) return lower;
+  let upper = a[k + 1]!;
+  for (let i = k + 2; i <= hi; i++) if (a[i]! < upper) upper = a[i]!;
+  return (lower + upper) / 2;
+}
+
+/** Mean of a[off..off+n) without its `trim` smallest and `trim` largest values. Reorders the range. */
+export function trimmedMeanOf(a: Float32Array, off: number, n: number, trim: number): number {
+  const hi = off + n - 1;
+  if (trim > 0) {
+    selectInPlace(a, off, hi, off + trim);
+    selectInPlace(a, off + trim, hi, hi - trim);
+  }
+  let s = 0;
+  for (let i = off + trim; i <= hi - trim; i++) s += a[i]!;
+  return s / (n - 2 * trim);
+}
+
+// Columns per block: 256 columns x up to 1024 rows x 4 bytes = 1 MiB at most, usually far less.
+const COLS = 256;
+
+/** out[j] = reduce(column j) for every coordinate, with column j laid out in scratch[off..off+n). */
+export function columnwise(
+  rows: readonly Float32Array[],
+  size: number,
+  reduce: (scratch: Float32Array, off: number, n: number) => number,
+): Float32Array {
+  const n = rows.length;
+  const out = new Float32Array(size);
+  const scratch = new Float32Array(n * COLS);
+  for (let start = 0; start < size; start += COLS) {
+    const cols = Math.min(COLS, size - start);
+    for (let r = 0; r < n; r++) {
+      const row = rows[r]!;
+      for (let j = 0, at = r; j < cols; j++, at += n) scratch[at] = row[start + j]!;
+    }
+    for (let j = 0; j < cols; j++) out[start + j] = reduce(scratch, j * n, n);
+  }
+  return out;
+}
