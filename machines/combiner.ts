@@ -237,7 +237,8 @@ export const combinerMachine = setup({
     }),
 
     refuseOutside: enqueueActions(({ context, enqueue }, params: { event: Inbound<'TrainResult'> | Inbound<'ValidateResult'> }) => {
-      const reason = admissionProblem(context.round, params.event, false) ?? 'late';
+      // Against the round just closed, a result that would otherwise have been fine is simply late.
+      const reason = admissionProblem(context.round ?? context.lastRound, params.event, false) ?? 'late';
       enqueue.assign({ totals: { ...context.totals, rejected: mergeCounts(context.totals.rejected, { [reason]: 1 }) } });
       enqueue.emit(outbound(params.event.from, { type: 'UpdateAck', taskId: params.event.taskId, accepted: false, reason }));
     }),
@@ -247,8 +248,10 @@ export const combinerMachine = setup({
       const r = context.round!;
       const reason = admissionProblem(r, e, true);
       if (reason) {
-        // A refused duplicate must not settle (or un-settle) the client's genuine answer.
-        const counted = reject(r, reason);
+        // A malformed answer from a selected client is its answer for the round (it is settled, so the
+        // round need not wait for it); a refused duplicate or stray must not touch the real one.
+        const answeredBadly = (reason === 'base-mismatch' || reason === 'bad-weight') && r.selected.includes(e.from);
+        const counted = answeredBadly ? settle(reject(r, reason), e.from) : reject(r, reason);
         enqueue.assign({ round: counted, totals: { ...context.totals, rejected: mergeCounts(context.totals.rejected, { [reason]: 1 }) } });
         enqueue.emit(outbound(e.from, { type: 'UpdateAck', taskId: e.taskId, accepted: false, reason }));
         return;
