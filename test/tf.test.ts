@@ -239,14 +239,21 @@ function assertClose(actual: number[][], expected: number[][], tol: number, what
 
 test('wasm kernel additions: conv filter gradients and transposed matmuls match the cpu backend', async () => {
   const values = (n: number, seed: number): Float32Array => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.5);
-  for (const [pad, stride] of [['same', 1], ['valid', 1]] as const) {
+  // odd, even and non-square filters exercise symmetric and asymmetric 'same' padding
+  for (const [pad, kh, kw] of [['same', 5, 5], ['valid', 5, 5], ['same', 4, 4], ['same', 3, 5], ['valid', 2, 3]] as const) {
     const [got, want] = await onBothBackends(() => {
-      const x = tf.tensor4d(values(2 * 9 * 9 * 3, 1), [2, 9, 9, 3]);
-      const w = tf.tensor4d(values(5 * 5 * 3 * 4, 2), [5, 5, 3, 4]);
-      return tf.grads((xx: tf.Tensor, ww: tf.Tensor) => tf.sum(tf.square(tf.conv2d(xx as tf.Tensor4D, ww as tf.Tensor4D, stride, pad))))([x, w]);
+      const x = tf.tensor4d(values(2 * 9 * 8 * 3, 1), [2, 9, 8, 3]);
+      const w = tf.tensor4d(values(kh * kw * 3 * 4, 2), [kh, kw, 3, 4]);
+      return tf.grads((xx: tf.Tensor, ww: tf.Tensor) => tf.sum(tf.square(tf.conv2d(xx as tf.Tensor4D, ww as tf.Tensor4D, 1, pad))))([x, w]);
     });
-    assertClose(got, want, 1e-4, `conv2d ${pad} stride ${stride} gradients`);
+    assertClose(got, want, 1e-4, `conv2d ${pad} ${kh}x${kw} gradients (input, filter)`);
   }
+  // strided input gradients keep the original wasm kernel
+  const [got, want] = await onBothBackends(() => {
+    const w = tf.tensor4d(values(5 * 5 * 3 * 4, 2), [5, 5, 3, 4]);
+    return tf.grad((xx: tf.Tensor) => tf.sum(tf.square(tf.conv2d(xx as tf.Tensor4D, w, 2, 'same'))))(tf.tensor4d(values(2 * 9 * 9 * 3, 1), [2, 9, 9, 3]));
+  });
+  assertClose(got, want, 1e-4, 'strided conv2d input gradient');
   // strided convolutions are not supported by the wasm filter gradient: refused, not silently wrong
   await expectRefusal('strided conv gradient', 'internal', () =>
     tf.tidy(() => tf.grad((w: tf.Tensor) => tf.sum(tf.conv2d(tf.ones([1, 8, 8, 1]) as tf.Tensor4D, w as tf.Tensor4D, 2, 'same')))(tf.ones([3, 3, 1, 2]))),

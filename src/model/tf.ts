@@ -48,8 +48,7 @@ async function tryWasm(): Promise<boolean> {
     if (dir !== undefined) wasm.setWasmPaths(dir);
     if (!(await tf.setBackend('wasm'))) return false;
     await tf.ready();
-    registerWasmConv2dFilterGrad();
-    speedUpWasmTransposedMatMul();
+    installWasmKernels();
     return true;
   } catch {
     return false;
@@ -64,70 +63,127 @@ async function nodeWasmDir(): Promise<string | undefined> {
   return join(dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist') + sep;
 }
 
+// ------------------------------------------------------------------------------------ wasm kernels
+//
+// tfjs-backend-wasm 4.x is fast on plain matrix products and forward convolutions (XNNPACK) but
+// slow or missing on the shapes backpropagation needs. The replacements below re-express those
+// operations through the fast kernels; tf.test.ts checks each against the cpu backend.
+
+type KernelRun = (kernel: string, inputs: Record<string, tf.TensorInfo>, attrs: Record<string, unknown>) => tf.TensorInfo;
+
 /**
- * tfjs-backend-wasm 4.x has no Conv2DBackpropFilter kernel, so a CNN cannot compute its filter
- * gradients there. It does have Conv3DBackpropFilterV2, and an NHWC image batch is byte-for-byte
- * an NDHWC batch of depth 1, so the 2-D gradient is the 3-D one over the same buffers. Only unit
- * strides are supported (all the CNN here needs); others fail loudly rather than train wrongly.
+ * Runs `body` with a helper that calls wasm kernels directly. Kernel-internal temporaries are not
+ * engine tensors, so everything created here except the returned result is freed on the backend.
  */
-function registerWasmConv2dFilterGrad(): void {
-  if (tf.getKernel('Conv2DBackpropFilter', 'wasm')) return;
-  const conv3d = tf.getKernel('Conv3DBackpropFilterV2', 'wasm');
-  if (!conv3d) return;
-  tf.registerKernel({
-    kernelName: 'Conv2DBackpropFilter',
-    backendName: 'wasm',
-    kernelFunc: ({ inputs, backend, attrs }) => {
-      const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
-      const a = attrs as unknown as { strides: number | [number, number]; pad: unknown; dataFormat: string; filterShape: number[] };
-      const [sh, sw] = typeof a.strides === 'number' ? [a.strides, a.strides] : a.strides;
-      // The wasm 3-D kernel disagrees with the cpu backend for strides above 1 (checked in tf.test.ts).
-      if (a.dataFormat !== 'NHWC' || (a.pad !== 'same' && a.pad !== 'valid') || sh !== 1 || sw !== 1) {
-        throw new FedError('internal', `wasm conv2d filter gradient supports NHWC, stride 1, same/valid padding; got ${a.dataFormat}, stride ${sh}x${sw}, pad ${String(a.pad)}`);
-      }
-      const to5d = (t: tf.TensorInfo): tf.TensorInfo => ({ dataId: t.dataId, dtype: t.dtype, shape: [t.shape[0]!, 1, ...t.shape.slice(1)] });
-      const out = conv3d.kernelFunc({
-        inputs: { x: to5d(x), dy: to5d(dy) },
-        backend,
-        attrs: { strides: [1, sh, sw], pad: a.pad, filterShape: [1, ...a.filterShape] },
-      }) as tf.TensorInfo;
-      return { dataId: out.dataId, dtype: out.dtype, shape: a.filterShape };
-    },
-  });
+function withKernels(backend: unknown, body: (run: KernelRun) => tf.TensorInfo): tf.TensorInfo {
+  const temporaries: tf.TensorInfo[] = [];
+  const run: KernelRun = (kernel, inputs, attrs) => {
+    const config = tf.getKernel(kernel, 'wasm');
+    if (!config) throw new FedError('internal', `wasm kernel ${kernel} is missing`);
+    const out = config.kernelFunc({ inputs, backend: backend as tf.KernelBackend, attrs: attrs as tf.NamedAttrMap }) as tf.TensorInfo;
+    temporaries.push(out);
+    return out;
+  };
+  let result: tf.TensorInfo | undefined;
+  try {
+    result = body(run);
+    return result;
+  } finally {
+    const owner = backend as { disposeData(id: object): void };
+    for (const t of temporaries) if (t.dataId !== result?.dataId) owner.disposeData(t.dataId);
+  }
+}
+
+function installWasmKernels(): void {
+  const matMul = tf.getKernel('BatchMatMul', 'wasm');
+  if (!matMul || (matMul as { fedstate?: boolean }).fedstate) return;
+  const inputGrad = tf.getKernel('Conv2DBackpropInput', 'wasm');
+  replaceWasmKernel('BatchMatMul', fastMatMul(matMul));
+  replaceWasmKernel('Conv2DBackpropFilter', convFilterGrad);
+  if (inputGrad) replaceWasmKernel('Conv2DBackpropInput', convInputGrad(inputGrad));
+}
+
+function replaceWasmKernel(kernelName: string, kernelFunc: tf.KernelFunc): void {
+  const existing = tf.getKernel(kernelName, 'wasm');
+  if (existing) tf.unregisterKernel(kernelName, 'wasm');
+  // the original's setupFunc already ran when the backend started; the replacements need none
+  tf.registerKernel({ kernelName, backendName: 'wasm', kernelFunc, fedstate: true } as tf.KernelConfig);
 }
 
 /**
- * Backpropagation multiplies by transposed operands (dW = x^T dy, dx = dy W^T). The wasm backend's
- * BatchMatMul only reaches its fast XNNPACK path without transposes and otherwise falls back to a
- * naive loop, ~15x slower here (32x784 by 32x200: 5 ms vs 0.3 ms). Transposing explicitly first and
- * multiplying plainly is ~4x faster and cuts MLP training time by about two thirds.
+ * BatchMatMul with a transposed operand (dW = x^T dy, dx = dy W^T) misses XNNPACK and runs a naive
+ * loop, ~15x slower (32x784 by 32x200: 5 ms vs 0.3 ms). An explicit transpose first is ~4x faster
+ * end to end and cuts MLP training time by about two thirds.
  */
-function speedUpWasmTransposedMatMul(): void {
-  const original = tf.getKernel('BatchMatMul', 'wasm');
-  const transpose = tf.getKernel('Transpose', 'wasm');
-  if (!original || !transpose || (original as { fedstatePatched?: boolean }).fedstatePatched) return;
-  const kernelFunc: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+function fastMatMul(original: tf.KernelConfig): tf.KernelFunc {
+  return ({ inputs, backend, attrs }) => {
     const { a, b } = inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
     const { transposeA, transposeB } = attrs as { transposeA: boolean; transposeB: boolean };
     if (!transposeA && !transposeB) return original.kernelFunc({ inputs, backend, attrs });
-    const swapLast = (t: tf.TensorInfo): tf.TensorInfo => {
-      const r = t.shape.length;
-      const perm = [...Array.from({ length: r - 2 }, (_, i) => i), r - 1, r - 2];
-      return transpose.kernelFunc({ inputs: { x: t }, backend, attrs: { perm } }) as tf.TensorInfo;
-    };
-    const a2 = transposeA ? swapLast(a) : a;
-    const b2 = transposeB ? swapLast(b) : b;
-    try {
-      return original.kernelFunc({ inputs: { a: a2, b: b2 }, backend, attrs: { ...attrs, transposeA: false, transposeB: false } });
-    } finally {
-      // kernel-internal temporaries are not engine tensors; only the backend can free them
-      const owner = backend as unknown as { disposeData(id: object): void };
-      if (a2 !== a) owner.disposeData(a2.dataId);
-      if (b2 !== b) owner.disposeData(b2.dataId);
-    }
+    return withKernels(backend, (run) => {
+      const swapLast = (t: tf.TensorInfo): tf.TensorInfo => {
+        const r = t.shape.length;
+        return run('Transpose', { x: t }, { perm: [...Array.from({ length: r - 2 }, (_, i) => i), r - 1, r - 2] });
+      };
+      const [a2, b2] = [transposeA ? swapLast(a) : a, transposeB ? swapLast(b) : b];
+      return original.kernelFunc({ inputs: { a: a2, b: b2 }, backend, attrs: { ...attrs, transposeA: false, transposeB: false } }) as tf.TensorInfo;
+    });
   };
-  tf.unregisterKernel('BatchMatMul', 'wasm');
-  tf.registerKernel({ ...original, kernelFunc, fedstatePatched: true } as tf.KernelConfig);
+}
+
+interface ConvGradAttrs {
+  strides: number | [number, number];
+  pad: 'same' | 'valid' | number | number[][];
+  dataFormat: string;
+  dimRoundingMode?: 'floor' | 'round' | 'ceil';
+}
+
+/** The forward convolution's padding, or undefined when it is not a unit-stride NHWC convolution. */
+function unitStridePadding(a: ConvGradAttrs, inShape: number[], filterShape: number[]) {
+  const info = tf.backend_util.computeConv2DInfo(inShape as [number, number, number, number], filterShape as [number, number, number, number], a.strides, 1, a.pad as 'same', a.dimRoundingMode);
+  if (a.dataFormat !== 'NHWC' || info.strideHeight !== 1 || info.strideWidth !== 1) return undefined;
+  return { ...info.padInfo, filterHeight: info.filterHeight, filterWidth: info.filterWidth };
+}
+
+/**
+ * The wasm backend has no Conv2DBackpropFilter at all. With unit stride the filter gradient is
+ * itself a convolution: dW[i,j,c,o] = sum over b,y,x of xpad[b,y+i,x+j,c] * dy[b,y,x,o], i.e. x
+ * with batch and channels swapped ([C,H,W,B]) convolved with dy as the filter ([OH,OW,B,O]).
+ * Strided convolutions are refused loudly (nothing here uses them) rather than trained wrongly.
+ */
+const convFilterGrad: tf.KernelFunc = ({ inputs, backend, attrs }) => {
+  const { x, dy } = inputs as { x: tf.TensorInfo; dy: tf.TensorInfo };
+  const a = attrs as unknown as ConvGradAttrs & { filterShape: number[] };
+  const pad = unitStridePadding(a, x.shape, a.filterShape);
+  if (!pad) throw new FedError('internal', `wasm conv2d filter gradient supports only NHWC with stride 1 (got ${a.dataFormat}, strides ${String(a.strides)})`);
+  return withKernels(backend, (run) => {
+    const xT = run('Transpose', { x }, { perm: [3, 1, 2, 0] });
+    const dyT = run('Transpose', { x: dy }, { perm: [1, 2, 0, 3] });
+    const explicit = [[0, 0], [pad.top, pad.bottom], [pad.left, pad.right], [0, 0]];
+    const g = run('Conv2D', { x: xT, filter: dyT }, { strides: [1, 1], pad: explicit, dilations: [1, 1], dataFormat: 'NHWC' });
+    return run('Transpose', { x: g }, { perm: [1, 2, 0, 3] });
+  });
+};
+
+/**
+ * The wasm Conv2DBackpropInput is a naive loop. With unit stride the input gradient is a forward
+ * convolution of dy with the filter rotated 180 degrees and its channel axes swapped, padded by
+ * (filter size - 1 - forward padding) on each side. Other strides keep the original kernel.
+ */
+function convInputGrad(original: tf.KernelConfig): tf.KernelFunc {
+  return (args) => {
+    const { dy, filter } = args.inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
+    const a = args.attrs as unknown as ConvGradAttrs & { inputShape: number[] };
+    const pad = unitStridePadding(a, a.inputShape, filter.shape);
+    if (!pad) return original.kernelFunc(args);
+    const { filterHeight: kh, filterWidth: kw } = pad;
+    return withKernels(args.backend, (run) => {
+      const flipped = run('Reverse', { x: filter }, { dims: [0, 1] });
+      const swapped = run('Transpose', { x: flipped }, { perm: [0, 1, 3, 2] });
+      const explicit = [[0, 0], [kh - 1 - pad.top, kh - 1 - pad.bottom], [kw - 1 - pad.left, kw - 1 - pad.right], [0, 0]];
+      return run('Conv2D', { x: dy, filter: swapped }, { strides: [1, 1], pad: explicit, dilations: [1, 1], dataFormat: 'NHWC' });
+    });
+  };
 }
 
 // ------------------------------------------------------------------------------------ params
