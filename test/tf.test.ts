@@ -206,6 +206,7 @@ test('bad training options and mismatched data are refused', async () => {
   await expectRefusal('NaN mu', 'config', () => trainLocal(m, small, sgd({ proximalMu: NaN })));
   await expectRefusal('x too short', 'wrong-shape', () => trainLocal(m, { ...small, x: small.x.subarray(10) }, sgd()));
   await expectRefusal('other input size', 'wrong-shape', () => evaluate(buildMlp({ inputSize: 100 }), small));
+  await expectRefusal('label beyond the classes', 'wrong-shape', () => trainLocal(buildMlp({ classes: 5 }), small, sgd()));
   m.dispose();
 });
 

@@ -309,6 +309,9 @@ function shapesOf(model: tf.LayersModel, data: Dataset): Shapes {
   if (data.x.length !== data.n * features || data.y.length !== data.n) {
     throw new FedError('wrong-shape', `dataset of ${data.n} examples does not hold ${features} features and one label each`);
   }
+  // one-hot encoding silently turns an out-of-range label into an all-zero target
+  const bad = data.y.findIndex((label) => label >= classes);
+  if (bad >= 0) throw new FedError('wrong-shape', `label ${data.y[bad]} of example ${bad} is outside the model's ${classes} classes`);
   return { features, inputShape: dims, classes };
 }
 
