@@ -45,6 +45,8 @@ export interface ReducerHandle {
   actor: ReducerActor;
   store: Store;
   seed(params: Params): Promise<string>;
+  /** Seeds with an already encoded model (as uploaded); the bytes must decode. */
+  seedBytes(bytes: Uint8Array): Promise<string>;
   start(config: Partial<SessionConfig> & { sessionId?: string }): string;
   stop(reason?: string): void;
   /** Resolves when the current session reaches done, failed or stopped. */
@@ -91,7 +93,20 @@ async function resumeInput(store: Store): Promise<ReducerInput['resume']> {
   return { session: s.config, globalModelId: head.modelId, seedModelId: s.seedModelId, committed: entries.length, roundNo: lastRound, history: rounds };
 }
 
+/** Round records are JSON: a diverged (NaN/Infinity) metric is dropped rather than refused by the store. */
+function finiteOnly<T>(value: T): T {
+  return JSON.parse(JSON.stringify(value, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? undefined : v))) as T;
+}
+
 export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle> {
+  // Store writes from actions run one after another, so a session record never overtakes its rounds,
+  // and close() waits for them.
+  let writes: Promise<void> = Promise.resolve();
+  const persist = (write: () => Promise<void>): void => {
+    writes = writes.then(write).catch((e: unknown) => {
+      node.emit('rejected', new FedError('internal', `store write failed: ${String(e)}`));
+    });
+  };
   const store = opts.store ?? createMemoryStore();
   const node = new Node({ name: opts.name ?? 'reducer', transport: opts.transport, blobs: storeBlobs(store), token: opts.token });
   const address = 'reducer/main';
@@ -141,10 +156,10 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
         if (!s) return;
         const record: PersistedSession = { id: s.sessionId, config: s, status: p.status, committed: context.committed, roundNo: context.roundNo, seedModelId: context.seedModelId };
         const last = context.history[context.history.length - 1];
-        void (async () => {
-          if (last) await store.putRound(s.sessionId, last.round, last);
+        persist(async () => {
+          if (last) await store.putRound(s.sessionId, last.round, finiteOnly(last));
           await store.putSession(record);
-        })();
+        });
       },
     },
   });
@@ -161,6 +176,17 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
   tick.unref();
   hosted.actor.send({ type: 'TICK', now: Date.now() });
 
+  async function seedBytes(bytes: Uint8Array): Promise<string> {
+    decodeModel(bytes);
+    const modelId = await store.putBlob(bytes);
+    const headNow = await store.trailHead();
+    if (headNow?.modelId !== modelId) {
+      await store.appendTrail({ modelId, parentModelId: headNow?.modelId ?? null, sessionId: '', round: 0, strategy: 'seed', metrics: {} });
+    }
+    hosted.actor.send({ type: 'SEED', modelId });
+    return modelId;
+  }
+
   const terminal = (s: SnapshotFrom<typeof reducerMachine>): boolean => s.matches('done') || s.matches('failed') || s.matches('stopped');
 
   return {
@@ -169,19 +195,17 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
     endpoint: listener.endpoint,
     actor: hosted.actor,
     store,
-    seed: async (params) => {
-      const modelId = await store.putBlob(encodeModel(params));
-      const headNow = await store.trailHead();
-      if (headNow?.modelId !== modelId) {
-        await store.appendTrail({ modelId, parentModelId: headNow?.modelId ?? null, sessionId: '', round: 0, strategy: 'seed', metrics: {} });
-      }
-      hosted.actor.send({ type: 'SEED', modelId });
-      return modelId;
-    },
+    seed: (params) => seedBytes(encodeModel(params)),
+    seedBytes,
     start: (config) => {
       const sessionId = config.sessionId ?? `s-${Date.now().toString(36)}`;
       const session = { ...defaultSessionConfig(sessionId), ...config, sessionId };
-      void store.putState(SESSION_KEY, { id: sessionId });
+      const record: PersistedSession = { id: sessionId, config: session, status: 'running', committed: 0, roundNo: 0, seedModelId: hosted.actor.getSnapshot().context.globalModelId };
+      // Written before the machine starts so a crash right after still resumes the session.
+      persist(async () => {
+        await store.putSession(record);
+        await store.putState(SESSION_KEY, { id: sessionId });
+      });
       hosted.actor.send({ type: 'TICK', now: Date.now() });
       hosted.actor.send({ type: 'START', session });
       return sessionId;
@@ -209,6 +233,7 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
       node.off('linkDown', onLinkDown);
       hosted.stop();
       await node.close();
+      await writes;
       await store.close();
     },
   };

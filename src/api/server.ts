@@ -1,0 +1,183 @@
+// The reducer's HTTP surface: a small router on node:http serving the REST API (JSON under /api),
+// for the CLI, scripts and the dashboard. Every write needs the admin token.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { timingSafeEqual } from 'node:crypto';
+import { FedError, errorMessage, isFedError, type ErrorCode } from '../errors.ts';
+
+export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+export interface Request {
+  method: Method;
+  path: string;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  headers: IncomingMessage['headers'];
+  body(): Promise<Buffer>;
+  json<T = unknown>(): Promise<T>;
+}
+
+export type Reply =
+  | { status?: number; json: unknown; headers?: Record<string, string> }
+  | { status?: number; body: string | Uint8Array; type: string; headers?: Record<string, string> };
+
+export type Handler = (req: Request) => Promise<Reply> | Reply;
+
+interface Route {
+  method: Method;
+  pattern: RegExp;
+  keys: string[];
+  handler: Handler;
+  write: boolean;
+}
+
+export const statusOf: Partial<Record<ErrorCode, number>> = {
+  malformed: 400,
+  config: 400,
+  'wrong-shape': 400,
+  'not-finite': 400,
+  'hash-mismatch': 400,
+  'unknown-message': 400,
+  unauthenticated: 401,
+  forbidden: 403,
+  'not-found': 404,
+  conflict: 409,
+  oversized: 413,
+  'rate-limited': 429,
+};
+
+export interface ApiOptions {
+  /** Admin token required (as `Authorization: Bearer <token>`) on every write. */
+  adminToken?: string;
+  maxBodyBytes?: number;
+}
+
+export class ApiServer {
+  private readonly routes: Route[] = [];
+  private server: Server | undefined;
+
+  constructor(private readonly opts: ApiOptions = {}) {}
+
+  /** Registers a route; `:name` segments become params. Non-GET routes require the admin token. */
+  route(method: Method, path: string, handler: Handler): this {
+    const keys: string[] = [];
+    const pattern = new RegExp(
+      `^${path.replace(/:([a-zA-Z]+)/g, (_, k: string) => {
+        keys.push(k);
+        return '([^/]+)';
+      })}/?$`,
+    );
+    this.routes.push({ method, pattern, keys, handler, write: method !== 'GET' });
+    return this;
+  }
+
+  get routeList(): Array<{ method: Method; path: string }> {
+    return this.routes.map((r) => ({ method: r.method, path: r.pattern.source }));
+  }
+
+  async listen(port: number, host = '127.0.0.1'): Promise<string> {
+    this.server = createServer((req, res) => void this.handle(req, res));
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(port, host, () => resolve());
+    });
+    const addr = this.server.address() as AddressInfo;
+    return `http://${host}:${addr.port}`;
+  }
+
+  /** The underlying node:http server (to attach WebSocket upgrades). */
+  get http(): Server | undefined {
+    return this.server;
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    if (!s) return;
+    s.closeAllConnections?.();
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+
+  private authorized(req: IncomingMessage): boolean {
+    const token = this.opts.adminToken;
+    if (!token) return true;
+    const header = req.headers.authorization ?? '';
+    const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
+    const want = Buffer.from(token);
+    return given.length === want.length && timingSafeEqual(given, want);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    const method = (req.method ?? 'GET').toUpperCase() as Method;
+    try {
+      let allowed: string[] = [];
+      for (const route of this.routes) {
+        const m = route.pattern.exec(url.pathname);
+        if (!m) continue;
+        if (route.method !== method) {
+          allowed.push(route.method);
+          continue;
+        }
+        if (route.write && !this.authorized(req)) throw new FedError('unauthenticated', 'admin token required (Authorization: Bearer <token>)');
+        const params = Object.fromEntries(route.keys.map((k, i) => [k, decodeURIComponent(m[i + 1]!)]));
+        let cached: Buffer | undefined;
+        const body = async (): Promise<Buffer> => (cached ??= await readBody(req, this.opts.maxBodyBytes ?? 512 * 1024 * 1024));
+        const reply = await route.handler({
+          method,
+          path: url.pathname,
+          params,
+          query: url.searchParams,
+          headers: req.headers,
+          body,
+          json: async <T>() => {
+            const raw = await body();
+            try {
+              return JSON.parse(raw.length ? raw.toString('utf8') : '{}') as T;
+            } catch {
+              throw new FedError('malformed', 'request body is not valid JSON');
+            }
+          },
+        });
+        return send(res, reply);
+      }
+      allowed = [...new Set(allowed)];
+      if (allowed.length) return send(res, { status: 405, json: { error: 'method-not-allowed', message: `${method} not allowed; use ${allowed.join(', ')}` }, headers: { allow: allowed.join(', ') } });
+      return send(res, { status: 404, json: { error: 'not-found', message: `no route ${method} ${url.pathname}` } });
+    } catch (e) {
+      const code = isFedError(e) ? e.code : 'internal';
+      const status = statusOf[code] ?? 500;
+      const headers: Record<string, string> = status === 401 ? { 'www-authenticate': 'Bearer' } : {};
+      return send(res, { status, json: { error: code, message: isFedError(e) ? e.message : errorMessage(e) }, headers });
+    }
+  }
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        reject(new FedError('oversized', `request body exceeds ${limit} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+function send(res: ServerResponse, reply: Reply): void {
+  if (res.headersSent) return;
+  const status = reply.status ?? 200;
+  if ('json' in reply) {
+    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...reply.headers });
+    res.end(JSON.stringify(reply.json));
+  } else {
+    res.writeHead(status, { 'content-type': reply.type, ...reply.headers });
+    res.end(reply.body);
+  }
+}
