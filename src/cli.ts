@@ -1,29 +1,9 @@
-// The `fedstate` command line: one entry point dispatching to subcommands.
+// The `fedstate` command line: dispatches to the subcommands in src/cli/.
+import { commands } from './cli/index.ts';
 import { errorMessage, isFedError } from './errors.ts';
-import { runTrailVerify } from './store/verify-cli.ts';
-import { parseFlags } from './util/args.ts';
-
-type Command = (argv: string[]) => Promise<number>;
-
-const commands: Record<string, { help: string; run: Command }> = {
-  trail: {
-    help: 'trail verify --store DIR     verify the hash-chained model trail of a reducer store',
-    run: async (argv) => {
-      const [sub, ...rest] = argv;
-      if (sub !== 'verify') throw Object.assign(new Error(`unknown trail subcommand "${sub ?? ''}" (use: trail verify --store DIR)`), { usage: true });
-      const args = parseFlags(rest, { store: { type: 'string', help: 'reducer store directory' } });
-      if (!args.store) throw new Error('trail verify needs --store DIR');
-      const { code, output } = await runTrailVerify(args.store);
-      (code === 0 ? process.stdout : process.stderr).write(`${output}\n`);
-      return code;
-    },
-  },
-};
 
 function usage(): string {
-  return `usage: fedstate <command> [flags]\n\ncommands:\n${Object.values(commands)
-    .map((c) => `  ${c.help}`)
-    .join('\n')}`;
+  return `usage: fedstate <command> [flags]\n\ncommands:\n${commands.map((c) => `  ${c.help}`).join('\n')}`;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -32,7 +12,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(usage());
     return name ? 0 : 2;
   }
-  const command = commands[name];
+  const command = commands.find((c) => c.name === name);
   if (!command) {
     console.error(`unknown command "${name}"\n\n${usage()}`);
     return 2;
