@@ -18,6 +18,9 @@ import { CHUNK_BYTES, type FrameChannel } from './types.ts';
  */
 export const DEFAULT_MAX_FRAME_BYTES = CHUNK_BYTES + 64 * 1024;
 
+/** Frames held for a channel whose owner has not attached its handler yet. */
+const MAX_EARLY_FRAMES = 1024;
+
 // Frame.blob_chunk is field 4, length-delimited; BlobChunk's fields in declaration order.
 const TAG_FRAME_BLOB_CHUNK = (4 << 3) | 2;
 const TAG_STREAM_ID = (1 << 3) | 0;
@@ -40,7 +43,39 @@ function writeVarint(buf: Buffer, pos: number, n: number): number {
 
 const isUint32 = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= 0xffffffff;
 
-function encodeChunk(c: BlobChunk): Buffer | undefined {
+/**
+ * Recycled buffers for encoded chunk frames. A fresh 1 MiB buffer per chunk costs more than the copy
+ * into it (the allocator maps new pages and the kernel faults them in, then the GC has to find and
+ * free them); a sender reuses a buffer once the socket library says it has written it out. Held:
+ * at most `max` idle buffers.
+ */
+class FramePool {
+  private readonly idle: Buffer[] = [];
+  constructor(
+    readonly size: number,
+    readonly max: number,
+  ) {}
+
+  take(bytes: number): { buf: Buffer; base?: Buffer } {
+    if (bytes > this.size) return { buf: Buffer.allocUnsafe(bytes) };
+    const base = this.idle.pop() ?? Buffer.allocUnsafeSlow(this.size);
+    return { buf: base.subarray(0, bytes), base };
+  }
+
+  give(base: Buffer): void {
+    if (this.idle.length < this.max) this.idle.push(base);
+  }
+}
+
+const chunkPool = new FramePool(DEFAULT_MAX_FRAME_BYTES, 32);
+
+/** Encoded bytes, and (for pooled buffers) what to call once the transport no longer needs them. */
+export interface Encoded {
+  bytes: Buffer;
+  release?: () => void;
+}
+
+function encodeChunk(c: BlobChunk, pooled = false): Encoded | undefined {
   if (!isUint32(c.streamId) || typeof c.offset !== 'number' || typeof c.total !== 'number') return undefined;
   if (!(c.data instanceof Uint8Array) || typeof c.last !== 'boolean' || typeof c.error !== 'string') return undefined;
   const errorBytes = c.error ? Buffer.from(c.error, 'utf8') : undefined;
@@ -52,7 +87,8 @@ function encodeChunk(c: BlobChunk): Buffer | undefined {
   if (dataLen !== 0) inner += 1 + varintSize(dataLen) + dataLen;
   if (c.last) inner += 2;
   if (errorBytes) inner += 1 + varintSize(errorBytes.length) + errorBytes.length;
-  const out = Buffer.allocUnsafe(1 + varintSize(inner) + inner);
+  const size = 1 + varintSize(inner) + inner;
+  const { buf: out, base } = pooled ? chunkPool.take(size) : { buf: Buffer.allocUnsafe(size), base: undefined };
   out[0] = TAG_FRAME_BLOB_CHUNK;
   let pos = writeVarint(out, 1, inner);
   if (c.streamId !== 0) {
@@ -82,17 +118,31 @@ function encodeChunk(c: BlobChunk): Buffer | undefined {
     pos = writeVarint(out, pos, errorBytes.length);
     errorBytes.copy(out, pos);
   }
-  return out;
+  if (!base) return { bytes: out };
+  let released = false;
+  return {
+    bytes: out,
+    release: () => {
+      if (released) return;
+      released = true;
+      chunkPool.give(base);
+    },
+  };
 }
 
 /** Frame -> protobuf bytes as a Buffer (what the socket libraries take without another copy). */
 export function encodeWireFrame(frame: Frame): Buffer {
+  return encodeForSend(frame, false).bytes;
+}
+
+/** As encodeWireFrame; chunk frames may land in a pooled buffer to be released after the write. */
+export function encodeForSend(frame: Frame, pooled = true): Encoded {
   if (frame.kind === 'blobChunk') {
-    const fast = encodeChunk(frame.blobChunk);
+    const fast = encodeChunk(frame.blobChunk, pooled);
     if (fast) return fast;
   }
   const bytes = encodeFrame(frame);
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return { bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) };
 }
 
 const noBytes = Buffer.alloc(0);
@@ -182,14 +232,38 @@ export function decodeWireFrame(bytes: Uint8Array, maxBytes = DEFAULT_MAX_FRAME_
  * onClose per channel, and send() promises that never dangle once the channel is gone.
  */
 export abstract class WireChannel implements FrameChannel {
-  onFrame: (frame: Frame) => void = () => undefined;
-  onClose: (error?: Error) => void = () => undefined;
   abstract readonly peer: string;
   protected closed = false;
   private closeError: Error | undefined;
   private readonly waiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  // dial() resolves asynchronously, and a socket can deliver the peer's first frames (its hello,
+  // often in the same TCP segment as the handshake) before the caller attached its handlers; they
+  // wait here, as they would in a socket buffer, and so does the end of the channel.
+  private frameHandler: ((frame: Frame) => void) | undefined;
+  private closeHandler: ((error?: Error) => void) | undefined;
+  private readonly early: Frame[] = [];
+  private pendingClose: { error?: Error } | undefined;
+  private flushScheduled = false;
 
   protected constructor(protected readonly maxFrameBytes: number) {}
+
+  get onFrame(): (frame: Frame) => void {
+    return this.frameHandler ?? (() => undefined);
+  }
+
+  set onFrame(handler: (frame: Frame) => void) {
+    this.frameHandler = handler;
+    this.scheduleFlush();
+  }
+
+  get onClose(): (error?: Error) => void {
+    return this.closeHandler ?? (() => undefined);
+  }
+
+  set onClose(handler: (error?: Error) => void) {
+    this.closeHandler = handler;
+    this.scheduleFlush();
+  }
 
   get isClosed(): boolean {
     return this.closed;
@@ -197,23 +271,27 @@ export abstract class WireChannel implements FrameChannel {
 
   send(frame: Frame): Promise<void> {
     if (this.closed) return Promise.reject(this.sendError());
-    let bytes: Buffer;
+    let encoded: Encoded;
     try {
-      bytes = encodeWireFrame(frame);
+      encoded = encodeForSend(frame);
     } catch (e) {
       return Promise.reject(e);
     }
     // Refused here rather than by the library, which would tear the whole stream down for it.
-    if (bytes.byteLength > this.maxFrameBytes) {
+    if (encoded.bytes.byteLength > this.maxFrameBytes) {
+      encoded.release?.();
       return Promise.reject(
-        new FedError('oversized', `${frame.kind} frame of ${bytes.byteLength} bytes exceeds the limit of ${this.maxFrameBytes}`),
+        new FedError('oversized', `${frame.kind} frame of ${encoded.bytes.byteLength} bytes exceeds the limit of ${this.maxFrameBytes}`),
       );
     }
-    return this.write(bytes);
+    return this.write(encoded.bytes, encoded.release);
   }
 
-  /** Hands encoded bytes to the socket; resolves when below the transport's high-water mark. */
-  protected abstract write(bytes: Buffer): Promise<void>;
+  /**
+   * Hands encoded bytes to the socket; resolves when below the transport's high-water mark. Calls
+   * `release` once the library is done with `bytes` (written out), never before.
+   */
+  protected abstract write(bytes: Buffer, release?: () => void): Promise<void>;
   /** Graceful end (pending frames still go out); `reason` is told to the peer where possible. */
   protected abstract endGracefully(reason: string): void;
   /** Ends at once after a protocol error, telling the peer why where possible. */
@@ -244,12 +322,47 @@ export abstract class WireChannel implements FrameChannel {
       this.fail(new FedError(error.code, `from ${this.peer}: ${error.message}`, error.detail));
       return;
     }
+    if (this.frameHandler && this.early.length === 0) return this.dispatch(this.frameHandler, frame);
+    if (this.early.length >= MAX_EARLY_FRAMES) {
+      return this.fail(new FedError('internal', `${MAX_EARLY_FRAMES} frames from ${this.peer} arrived with no handler attached`));
+    }
+    this.early.push(frame);
+    this.scheduleFlush();
+  }
+
+  private dispatch(handler: (frame: Frame) => void, frame: Frame): void {
     try {
-      this.onFrame(frame);
+      handler(frame);
     } catch (e) {
       // A throwing handler leaves the link in an unknown state; ending the channel is the only safe
       // answer, and it must not take the process (or the socket library's event loop) with it.
+      this.early.length = 0;
       this.fail(new FedError('internal', `frame handler failed on a ${frame.kind} frame: ${errorMessage(e)}`));
+    }
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    if (!(this.frameHandler && this.early.length) && !(this.closeHandler && this.pendingClose)) return;
+    this.flushScheduled = true;
+    queueMicrotask(() => {
+      this.flushScheduled = false;
+      // Frames that arrived before the channel ended are still delivered, then the end.
+      while (this.frameHandler && this.early.length > 0) this.dispatch(this.frameHandler, this.early.shift()!);
+      if (this.pendingClose && this.closeHandler && (this.early.length === 0 || !this.frameHandler)) {
+        const { error } = this.pendingClose;
+        this.pendingClose = undefined;
+        this.early.length = 0;
+        this.emitClose(this.closeHandler, error);
+      }
+    });
+  }
+
+  private emitClose(handler: (error?: Error) => void, error?: Error): void {
+    try {
+      handler(error);
+    } catch {
+      // The owner's close handler failing must not turn into an uncaught exception inside a socket callback.
     }
   }
 
@@ -268,11 +381,9 @@ export abstract class WireChannel implements FrameChannel {
     const failed = this.sendError();
     for (const w of this.waiters.splice(0)) w.reject(failed);
     this.released();
-    try {
-      this.onClose(error);
-    } catch {
-      // The owner's close handler failing must not turn into an uncaught exception inside a socket callback.
-    }
+    if (this.closeHandler && this.early.length === 0) return this.emitClose(this.closeHandler, error);
+    this.pendingClose = { error };
+    this.scheduleFlush();
   }
 
   /** Timers and other per-channel resources to drop when the channel ends. */

@@ -159,10 +159,12 @@ abstract class GrpcChannel extends WireChannel {
     call.on('error', () => undefined);
   }
 
-  protected write(bytes: Buffer): Promise<void> {
+  protected write(bytes: Buffer, release?: () => void): Promise<void> {
     // write() returning false means the stream's buffer is at its high-water mark: the frame is
-    // queued, and the sender waits for 'drain' before offering the next one.
-    return this.call.write(bytes) ? Promise.resolve() : this.waitForDrain();
+    // queued, and the sender waits for 'drain' before offering the next one. The write callback
+    // runs once grpc-js serialized the message into its own buffer and HTTP/2 took it.
+    const room = release ? this.call.write(bytes, release) : this.call.write(bytes);
+    return room ? Promise.resolve() : this.waitForDrain();
   }
 }
 
@@ -223,10 +225,14 @@ class GrpcServerChannel extends GrpcChannel {
   ) {
     super(serverCall, `grpc://${serverCall.getPeer()}`, maxFrameBytes);
     serverCall.on('end', () => {
-      // The client half-closed: everything it sent has been delivered; finish our side too.
-      if (this.closed) return;
-      this.serverCall.end();
-      this.finish(new FedError('closed', `peer ${this.peer} closed the stream`, { clean: true }));
+      // Usually the client half-closed: everything it sent has been delivered. But a connection
+      // torn down under the stream (keepalive timeout, reset) also ends the readable side, with
+      // 'cancelled' following within the same turn of I/O; wait for it before calling it clean.
+      setImmediate(() => {
+        if (this.closed) return;
+        this.serverCall.end();
+        this.finish(new FedError('closed', `peer ${this.peer} closed the stream`, { clean: true }));
+      });
     });
     serverCall.on('cancelled', () =>
       this.finish(new FedError('closed', `connection to ${this.peer} lost (stream cancelled)`, { clean: false })),

@@ -183,8 +183,10 @@ class WsChannel extends WireChannel {
     });
   }
 
-  protected write(bytes: Buffer): Promise<void> {
+  protected write(bytes: Buffer, release?: () => void): Promise<void> {
     this.ws.send(bytes, { binary: true }, (err) => {
+      // The callback runs once the frame was written to the socket (or failed): ws is done with it.
+      release?.();
       // Failed writes surface as the socket's 'error'/'close'; only successful flushes free room.
       if (!err && this.ws.bufferedAmount <= this.settings.highWaterMark) this.releaseWaiters();
     });

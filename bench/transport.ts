@@ -1,0 +1,279 @@
+// Model transfer throughput over fedstate's grpc and ws transports, as a ratio to the raw library
+// measured in the same run.
+//
+//   npx tsx bench/transport.ts [--mb 128] [--rounds 5] [--json]
+//
+// What is measured: a blob of --mb MiB pulled through a Link (link.ts: BlobRequest, 1 MiB BlobChunk
+// frames under credit-based flow control, reassembly, and the sha256 check over the whole blob
+// before fetchBlob resolves), from a holder in a second process, as a model download from a
+// combiner is. The baselines push the same bytes from the same second process in 1 MiB messages
+// with the bare library: a @grpc/grpc-js bidi stream (identity serializers, write()/'drain'
+// pacing, the same channel options) and a ws socket (send callbacks and a bufferedAmount
+// high-water mark, the same socket options). The baselines neither frame nor hash anything, so the
+// ratio is the whole cost of fedstate's protocol on top of the library.
+// Each round runs every path once, interleaved; the table shows the median and best round, and the
+// ratio is the median over rounds of link/raw within the round.
+import * as grpc from '@grpc/grpc-js';
+import { fork } from 'node:child_process';
+import { createHash, randomFillSync } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import WebSocket, { WebSocketServer } from 'ws';
+import { parseFlags } from '../src/util/args.ts';
+import { GrpcTransport, grpcChannelOptions } from '../src/transport/grpc.ts';
+import { Link } from '../src/transport/link.ts';
+import { CHUNK_BYTES, type FrameChannel, type Transport } from '../src/transport/types.ts';
+import { WsTransport, maskingEngine, wsSocketOptions } from '../src/transport/ws.ts';
+
+const MiB = 1024 * 1024;
+const RAW_METHOD = '/bench.Raw/Pull';
+const WS_HIGH_WATER = 2 * MiB; // the ws transport's default high-water mark
+const identity = (b: Buffer): Buffer => b;
+
+const rawService: grpc.ServiceDefinition = {
+  pull: {
+    path: RAW_METHOD,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  },
+};
+
+interface Endpoints {
+  rawGrpc: string;
+  rawWs: string;
+  grpc: string;
+  ws: string;
+}
+
+interface Hello {
+  hash: string;
+  bytes: number;
+  endpoints: Endpoints;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Holder process: serves the same blob over the four paths.
+// ------------------------------------------------------------------------------------------------
+
+function chunksOf(blob: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  for (let o = 0; o < blob.byteLength; o += CHUNK_BYTES) out.push(blob.subarray(o, Math.min(blob.byteLength, o + CHUNK_BYTES)));
+  return out;
+}
+
+async function serveRawGrpc(chunks: Buffer[]): Promise<string> {
+  const server = new grpc.Server(grpcChannelOptions());
+  server.addService(rawService, {
+    pull: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+      call.on('error', () => undefined);
+      call.on('data', async () => {
+        for (const c of chunks) if (!call.write(c)) await new Promise((r) => call.once('drain', r));
+      });
+      call.on('end', () => call.end());
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+  );
+  return `127.0.0.1:${port}`;
+}
+
+async function serveRawWs(chunks: Buffer[]): Promise<string> {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, ...wsSocketOptions() });
+  await new Promise((r) => wss.once('listening', r));
+  wss.on('connection', (ws) => {
+    ws.on('message', () => {
+      // Keep at most WS_HIGH_WATER bytes queued, topping up from each send callback.
+      let next = 0;
+      const pump = (): void => {
+        while (next < chunks.length && ws.bufferedAmount <= WS_HIGH_WATER) ws.send(chunks[next++]!, { binary: true }, pumpLater);
+      };
+      const pumpLater = (err?: Error): void => {
+        if (!err) pump();
+      };
+      pump();
+    });
+  });
+  const a = wss.address();
+  return `ws://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}/`;
+}
+
+async function serveLinks(transport: Transport, blob: Uint8Array, hash: string): Promise<string> {
+  const l = await transport.listen(`${transport.kind}://127.0.0.1:0`, (ch) => {
+    void new Link(ch, {
+      node: 'holder',
+      actors: () => ['combiner/holder'],
+      blobs: { get: (h) => (h === hash ? blob : undefined) },
+      onEnvelope: () => undefined,
+    })
+      .start()
+      .catch(() => undefined);
+  });
+  return l.endpoint;
+}
+
+async function runHolder(mb: number): Promise<void> {
+  const blob = Buffer.allocUnsafe(mb * MiB);
+  for (let o = 0; o < blob.byteLength; o += 64 * MiB) randomFillSync(blob, o, Math.min(64 * MiB, blob.byteLength - o));
+  const hash = createHash('sha256').update(blob).digest('hex');
+  const chunks = chunksOf(blob);
+  const endpoints: Endpoints = {
+    rawGrpc: await serveRawGrpc(chunks),
+    rawWs: await serveRawWs(chunks),
+    grpc: await serveLinks(new GrpcTransport(), blob, hash),
+    ws: await serveLinks(new WsTransport(), blob, hash),
+  };
+  process.send?.({ hash, bytes: blob.byteLength, endpoints } satisfies Hello);
+  process.on('disconnect', () => process.exit(0));
+}
+
+// ------------------------------------------------------------------------------------------------
+// Fetching process: times each path.
+// ------------------------------------------------------------------------------------------------
+
+type Pull = () => Promise<void>;
+
+async function rawGrpcPuller(target: string, bytes: number): Promise<{ pull: Pull; close: () => void }> {
+  const client = new grpc.Client(target, grpc.credentials.createInsecure(), grpcChannelOptions());
+  await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + 10_000, (e) => (e ? reject(e) : resolve())));
+  const pull: Pull = () =>
+    new Promise((resolve, reject) => {
+      const call = client.makeBidiStreamRequest<Buffer, Buffer>(RAW_METHOD, identity, identity);
+      let got = 0;
+      call.on('data', (b: Buffer) => {
+        got += b.byteLength;
+        if (got === bytes) {
+          call.end();
+          resolve();
+        }
+      });
+      call.on('error', reject);
+      call.write(Buffer.from('pull'));
+    });
+  return { pull, close: () => client.close() };
+}
+
+async function rawWsPuller(url: string, bytes: number): Promise<{ pull: Pull; close: () => void }> {
+  const ws = new WebSocket(url, wsSocketOptions());
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  let got = 0;
+  let done: (() => void) | undefined;
+  ws.on('message', (b: Buffer) => {
+    got += b.byteLength;
+    if (got === bytes) done?.();
+  });
+  const pull: Pull = () =>
+    new Promise((resolve) => {
+      got = 0;
+      done = resolve;
+      ws.send('pull');
+    });
+  return { pull, close: () => ws.close() };
+}
+
+async function linkPuller(transport: Transport, endpoint: string, hash: string, bytes: number): Promise<{ pull: Pull; close: () => void }> {
+  const channel: FrameChannel = await transport.dial(endpoint);
+  const link = await new Link(channel, {
+    node: 'fetcher',
+    actors: () => ['client/fetcher'],
+    blobs: { get: () => undefined },
+    onEnvelope: () => undefined,
+  }).start();
+  const pull: Pull = async () => {
+    const got = await link.fetchBlob(hash); // resolves only after the sha256 matched
+    if (got.byteLength !== bytes) throw new Error(`fetched ${got.byteLength} of ${bytes} bytes`);
+  };
+  return { pull, close: () => link.close() };
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+};
+
+async function main(): Promise<void> {
+  const flags = parseFlags(process.argv.slice(2), {
+    mb: { type: 'number', default: 128, min: 1, max: 1024, integer: true, help: 'blob size in MiB' },
+    rounds: { type: 'number', default: 5, min: 1, max: 50, integer: true, help: 'timed rounds per path' },
+    json: { type: 'boolean', default: false, help: 'end with one JSON line' },
+    only: { type: 'string', default: 'all', choices: ['all', 'grpc', 'ws'], help: 'run only one transport (for profiling)' },
+    'cpu-prof': { type: 'boolean', default: false, help: 'write V8 CPU profiles of both processes to ./prof' },
+  });
+  const holder = fork(fileURLToPath(import.meta.url), [], {
+    execArgv: ['--import', 'tsx', ...(flags.cpuProf ? ['--cpu-prof', '--cpu-prof-dir=prof'] : [])],
+    env: { ...process.env, FEDSTATE_BENCH_HOLDER_MB: String(flags.mb) },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  try {
+    const hello = await new Promise<Hello>((resolve, reject) => {
+      holder.once('message', (m) => resolve(m as Hello));
+      holder.once('exit', (code) => reject(new Error(`holder exited with ${code}`)));
+    });
+    const { hash, bytes, endpoints } = hello;
+    const paths = {
+      'grpc raw': await rawGrpcPuller(endpoints.rawGrpc, bytes),
+      'grpc link': await linkPuller(new GrpcTransport(), endpoints.grpc, hash, bytes),
+      'ws raw': await rawWsPuller(endpoints.rawWs, bytes),
+      'ws link': await linkPuller(new WsTransport(), endpoints.ws, hash, bytes),
+    };
+    type Name = keyof typeof paths;
+    const names = (Object.keys(paths) as Name[]).filter((n) => flags.only === 'all' || n.startsWith(flags.only));
+    const rates: Record<Name, number[]> = { 'grpc raw': [], 'grpc link': [], 'ws raw': [], 'ws link': [] };
+    for (const name of names) await paths[name].pull(); // warm-up: connections, JIT, buffers
+    for (let r = 0; r < flags.rounds; r++) {
+      for (const name of names) {
+        const t0 = performance.now();
+        await paths[name].pull();
+        rates[name].push(bytes / MiB / ((performance.now() - t0) / 1000));
+      }
+    }
+    for (const p of Object.values(paths)) p.close();
+    if (flags.cpuProf) {
+      // Let the holder write its profile: it does so on a clean exit, not on SIGKILL.
+      holder.disconnect();
+      await new Promise((r) => holder.once('exit', r));
+    }
+
+    const med = (n: Name): number => median(rates[n]);
+    const best = (n: Name): number => Math.max(...rates[n]);
+    // The machine may be shared: a ratio of two adjacent runs in the same round is steadier than a
+    // ratio of medians taken minutes apart, so the reported ratio is the median of per-round ratios.
+    const ratio = (n: Name, raw: Name): number => median(rates[n].map((x, i) => x / rates[raw][i]!));
+    const result = {
+      grpcRatio: ratio('grpc link', 'grpc raw'),
+      wsRatio: ratio('ws link', 'ws raw'),
+      grpcMiBs: med('grpc link'),
+      grpcRawMiBs: med('grpc raw'),
+      wsMiBs: med('ws link'),
+      wsRawMiBs: med('ws raw'),
+      blobMiB: flags.mb,
+      rounds: flags.rounds,
+      measure: 'Link.fetchBlob incl. sha256 verify, holder in a second process, vs bare library stream of the same 1 MiB chunks',
+      wsMasking: maskingEngine(),
+    };
+    const row = (n: Name, raw: Name): string =>
+      `| ${n} | ${med(n).toFixed(0)} | ${best(n).toFixed(0)} | ${n === raw ? '1.00 (reference)' : ratio(n, raw).toFixed(2)} |`;
+    console.log(`\nModel transfer: ${flags.mb} MiB blob, ${flags.rounds} rounds, holder in a second process (ws masking: ${result.wsMasking})\n`);
+    console.log('| path | MiB/s (median) | MiB/s (best) | ratio to raw library (median of per-round ratios) |');
+    console.log('|---|---:|---:|---:|');
+    console.log(row('grpc raw', 'grpc raw'));
+    console.log(row('grpc link', 'grpc raw'));
+    console.log(row('ws raw', 'ws raw'));
+    console.log(row('ws link', 'ws raw'));
+    console.log(`\ntarget: ratio >= 0.8 for both -> grpc ${result.grpcRatio >= 0.8 ? 'met' : 'MISSED'}, ws ${result.wsRatio >= 0.8 ? 'met' : 'MISSED'}`);
+    if (flags.json) console.log(JSON.stringify(result));
+  } finally {
+    holder.kill();
+  }
+}
+
+const holderMb = process.env.FEDSTATE_BENCH_HOLDER_MB;
+if (holderMb) await runHolder(Number(holderMb));
+else await main();
