@@ -18,6 +18,11 @@ export interface CombinerOptions {
   name: string;
   /** Where this combiner listens for clients (the endpoint the reducer hands out in discovery). */
   listen: string;
+  /**
+   * The endpoint announced to the reducer for its clients, when it differs from the listening one
+   * (listening on 0.0.0.0, behind NAT). Defaults to the listener's endpoint (with the real port).
+   */
+  advertise?: string | ((listening: string) => string);
   /** The reducer node's endpoint, dialled by this combiner. */
   reducerEndpoint: string;
   reducer?: string;
@@ -106,6 +111,7 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
   });
 
   const listener = await node.listen(opts.listen);
+  const advertised = typeof opts.advertise === 'function' ? opts.advertise(listener.endpoint) : (opts.advertise ?? listener.endpoint);
   const actor: Hosted<ActorRefFrom<typeof combinerMachine>> = hostMachine(
     node,
     address,
@@ -129,7 +135,7 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
       try {
         await node.dial(opts.reducerEndpoint);
         attempt = 0;
-        actor.actor.send({ type: 'REDUCER_CONNECTED', endpoint: listener.endpoint });
+        actor.actor.send({ type: 'REDUCER_CONNECTED', endpoint: advertised });
         return;
       } catch {
         attempt++;
@@ -144,7 +150,7 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
 
   return {
     address,
-    endpoint: listener.endpoint,
+    endpoint: advertised,
     actor: actor.actor,
     stop: async () => {
       stopping = true;

@@ -11,7 +11,7 @@ import { createMemoryStore } from '../store/memory.ts';
 import type { Store } from '../store/types.ts';
 import type { BlobStore } from './blobs.ts';
 import { hostMachine, type HostOptions } from './host.ts';
-import { Node } from './node.ts';
+import { Node, type NodeOptions } from './node.ts';
 import type { Transport } from '../transport/types.ts';
 import { resolveReducerStrategy } from './strategy.ts';
 
@@ -20,6 +20,8 @@ export interface ReducerOptions {
   /** Node name (defaults to "reducer"). */
   name?: string;
   token?: string;
+  /** Decides whether a peer's hello is acceptable (e.g. checks its token); throw to refuse the link. */
+  authenticate?: NodeOptions['authenticate'];
   listen: string;
   store?: Store;
   /** Server-side evaluation of each new global model (e.g. on a held-out set). */
@@ -108,7 +110,7 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
     });
   };
   const store = opts.store ?? createMemoryStore();
-  const node = new Node({ name: opts.name ?? 'reducer', transport: opts.transport, blobs: storeBlobs(store), token: opts.token });
+  const node = new Node({ name: opts.name ?? 'reducer', transport: opts.transport, blobs: storeBlobs(store), token: opts.token, authenticate: opts.authenticate });
   const address = 'reducer/main';
   const resume = await resumeInput(store);
   const head = await store.trailHead();
