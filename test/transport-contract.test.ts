@@ -6,15 +6,20 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { fork, type ChildProcess } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
+import fc from 'fast-check';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { FedError, isFedError } from '../src/errors.ts';
-import { makeMessage } from '../src/protocol/codec.ts';
+import { decodeFrame, encodeFrame, makeMessage } from '../src/protocol/codec.ts';
 import type { Envelope, Frame } from '../src/protocol/generated.ts';
-import { parseEndpoint } from '../src/transport/endpoint.ts';
+import { decodeWireFrame, encodeWireFrame } from '../src/transport/chunk-frame.ts';
+import { formatEndpoint, parseEndpoint } from '../src/transport/endpoint.ts';
+import { GrpcTransport } from '../src/transport/grpc.ts';
+import { WsTransport } from '../src/transport/ws.ts';
 import { InprocNetwork } from '../src/transport/inproc.ts';
 import { Link } from '../src/transport/link.ts';
-import { createTransport } from '../src/transport/registry.ts';
+import { InprocTransport } from '../src/transport/inproc.ts';
+import { createTransport, transportFor } from '../src/transport/registry.ts';
 import { CHUNK_BYTES, type FrameChannel, type Listener, type Transport, type TransportKind } from '../src/transport/types.ts';
 
 // ------------------------------------------------------------------------------------------------
@@ -332,6 +337,129 @@ async function spawnPeer(cfg: PeerConfig): Promise<Child & { hello: Record<strin
 }
 
 const closeCount = (closes: Array<Error | undefined>): number => closes.length;
+
+// ------------------------------------------------------------------------------------------------
+// Endpoints, registry, wire encoding
+// ------------------------------------------------------------------------------------------------
+
+test('endpoints: the three forms parse and print back; anything else is a config error', () => {
+  for (const ep of ['inproc://reducer', 'grpc://127.0.0.1:7001', 'ws://combiner-1.local:0', 'grpc://[::1]:5']) {
+    assert.is(formatEndpoint(parseEndpoint(ep)), ep);
+  }
+  assert.equal(parseEndpoint('grpc://10.0.0.2:12080'), { kind: 'grpc', host: '10.0.0.2', port: 12080 });
+  const bad = ['', 'grpc://', 'grpc://host', 'grpc://host:65536', 'http://h:1', 'inproc://a:1', 'ws://h:1/path', 'grpc://a b:1', 'reducer'];
+  for (const ep of bad) {
+    try {
+      parseEndpoint(ep);
+      assert.unreachable(ep);
+    } catch (e) {
+      assert.ok(isFedError(e, 'config'), `${ep}: ${String(e)}`);
+    }
+  }
+  try {
+    parseEndpoint('ws://h:1', 'grpc');
+    assert.unreachable('kind mismatch');
+  } catch (e) {
+    assert.ok(isFedError(e, 'config'));
+  }
+});
+
+test('registry: createTransport and transportFor pick the implementation; unknown kinds are refused', () => {
+  assert.ok(createTransport('grpc') instanceof GrpcTransport);
+  assert.ok(createTransport('ws', { highWaterMark: 1 }) instanceof WsTransport);
+  assert.ok(createTransport('inproc') instanceof InprocTransport);
+  assert.ok(transportFor('ws://127.0.0.1:1') instanceof WsTransport);
+  assert.is(transportFor('grpc://127.0.0.1:1', { grpc: { keepaliveMs: 5 } }).kind, 'grpc');
+  try {
+    createTransport('carrier-pigeon');
+    assert.unreachable('unknown kind');
+  } catch (e) {
+    assert.ok(isFedError(e, 'config'), String(e));
+  }
+});
+
+const arbChunk = fc.record({
+  streamId: fc.nat({ max: 0xffffffff }),
+  offset: fc.oneof(fc.nat({ max: 2 ** 40 }), fc.double()),
+  total: fc.oneof(fc.nat({ max: 2 ** 40 }), fc.double({ noNaN: true })),
+  data: fc.uint8Array({ maxLength: 300 }),
+  last: fc.boolean(),
+  error: fc.oneof(fc.constant(''), fc.string()),
+});
+
+const sameChunk = (a: Frame, b: Frame): boolean => {
+  if (a.kind !== 'blobChunk' || b.kind !== 'blobChunk') return false;
+  const x = a.blobChunk;
+  const y = b.blobChunk;
+  return (
+    x.streamId === y.streamId &&
+    Object.is(x.offset, y.offset) &&
+    Object.is(x.total, y.total) &&
+    x.last === y.last &&
+    x.error === y.error &&
+    Buffer.compare(Buffer.from(x.data), Buffer.from(y.data)) === 0
+  );
+};
+
+test('wire: the blob chunk fast path and the protobuf codec agree in both directions', () => {
+  fc.assert(
+    fc.property(arbChunk, (chunk) => {
+      const frame: Frame = { kind: 'blobChunk', blobChunk: chunk };
+      const fast = encodeWireFrame(frame);
+      const slow = encodeFrame(frame);
+      return (
+        sameChunk(decodeFrame(fast), frame) &&
+        sameChunk(decodeWireFrame(slow), frame) &&
+        sameChunk(decodeWireFrame(fast), frame)
+      );
+    }),
+    { numRuns: 500 },
+  );
+});
+
+test('wire: truncated or corrupted chunk frames are refused exactly as the codec refuses them', () => {
+  fc.assert(
+    fc.property(arbChunk, fc.nat(), fc.nat({ max: 255 }), (chunk, at, byte) => {
+      const bytes = encodeWireFrame({ kind: 'blobChunk', blobChunk: chunk });
+      const cut = bytes.subarray(0, at % bytes.length);
+      const flipped = Buffer.from(bytes);
+      flipped[at % bytes.length] = byte;
+      for (const input of [cut, flipped]) {
+        let slow: unknown;
+        let fast: unknown;
+        try {
+          slow = decodeFrame(input);
+        } catch (e) {
+          slow = e;
+        }
+        try {
+          fast = decodeWireFrame(input);
+        } catch (e) {
+          fast = e;
+        }
+        if (slow instanceof Error || fast instanceof Error) {
+          if (!(slow instanceof FedError) || !(fast instanceof FedError) || slow.code !== fast.code) return false;
+        } else if (!((slow as Frame).kind === 'blobChunk' ? sameChunk(slow as Frame, fast as Frame) : JSON.stringify(slow) === JSON.stringify(fast))) {
+          return false;
+        }
+      }
+      return true;
+    }),
+    { numRuns: 500 },
+  );
+});
+
+test('wire: a chunk frame whose payload is a full 1 MiB stays within the default frame limit', () => {
+  const bytes = encodeWireFrame(chunkFrame(0xffffffff, 2 ** 40, new Uint8Array(CHUNK_BYTES), true));
+  assert.ok(bytes.byteLength < CHUNK_BYTES + 64, `${bytes.byteLength} bytes`);
+  assert.ok(sameChunk(decodeWireFrame(bytes), chunkFrame(0xffffffff, 2 ** 40, new Uint8Array(CHUNK_BYTES), true)));
+  try {
+    decodeWireFrame(new Uint8Array(2 * MiB));
+    assert.unreachable('oversized decode');
+  } catch (e) {
+    assert.ok(isFedError(e, 'oversized'));
+  }
+});
 
 // ------------------------------------------------------------------------------------------------
 // Raw FrameChannel contract

@@ -82,8 +82,11 @@ function encodeChunk(c: BlobChunk, pooled = false): Encoded | undefined {
   const dataLen = c.data.byteLength;
   let inner = 0;
   if (c.streamId !== 0) inner += 1 + varintSize(c.streamId);
-  if (c.offset !== 0) inner += 9;
-  if (c.total !== 0) inner += 9;
+  // Zero is omitted as proto3 does, but not -0: its sign bit is part of the value.
+  const hasOffset = !Object.is(c.offset, 0);
+  const hasTotal = !Object.is(c.total, 0);
+  if (hasOffset) inner += 9;
+  if (hasTotal) inner += 9;
   if (dataLen !== 0) inner += 1 + varintSize(dataLen) + dataLen;
   if (c.last) inner += 2;
   if (errorBytes) inner += 1 + varintSize(errorBytes.length) + errorBytes.length;
@@ -95,11 +98,11 @@ function encodeChunk(c: BlobChunk, pooled = false): Encoded | undefined {
     out[pos++] = TAG_STREAM_ID;
     pos = writeVarint(out, pos, c.streamId);
   }
-  if (c.offset !== 0) {
+  if (hasOffset) {
     out[pos++] = TAG_OFFSET;
     pos = out.writeDoubleLE(c.offset, pos);
   }
-  if (c.total !== 0) {
+  if (hasTotal) {
     out[pos++] = TAG_TOTAL;
     pos = out.writeDoubleLE(c.total, pos);
   }
@@ -319,7 +322,8 @@ export abstract class WireChannel implements FrameChannel {
       frame = decodeWireFrame(bytes, this.maxFrameBytes);
     } catch (e) {
       const error = e instanceof FedError ? e : new FedError('malformed', errorMessage(e));
-      this.fail(new FedError(error.code, `from ${this.peer}: ${error.message}`, error.detail));
+      const bare = error.message.startsWith(`${error.code}: `) ? error.message.slice(error.code.length + 2) : error.message;
+      this.fail(new FedError(error.code, `from ${this.peer}: ${bare}`, error.detail));
       return;
     }
     if (this.frameHandler && this.early.length === 0) return this.dispatch(this.frameHandler, frame);

@@ -21,7 +21,7 @@ import { formatEndpoint, parseEndpoint } from './endpoint.ts';
 import type { FrameChannel, Listener, Transport } from './types.ts';
 
 export interface GrpcTransportOptions {
-  /** Largest encoded frame either way; also the gRPC max send/receive message size. */
+  /** Largest encoded frame either way (gRPC's own receive cut-off sits at twice this). */
   maxFrameBytes?: number;
   keepaliveMs?: number;
   keepaliveTimeoutMs?: number;
@@ -81,7 +81,10 @@ export function grpcChannelOptions(opts: GrpcTransportOptions = {}): grpc.Channe
   const s = settingsOf(opts);
   return {
     'grpc.max_send_message_length': s.maxFrameBytes,
-    'grpc.max_receive_message_length': s.maxFrameBytes,
+    // Twice the frame limit: a frame just over it reaches our own check, which names the problem
+    // ('oversized') to both ends; grpc-js's cut-off only bounds the memory of absurd messages, and
+    // on the server it surfaces as a bare cancellation.
+    'grpc.max_receive_message_length': 2 * s.maxFrameBytes,
     'grpc.keepalive_time_ms': s.keepaliveMs,
     'grpc.keepalive_timeout_ms': s.keepaliveTimeoutMs,
     'grpc.keepalive_permit_without_calls': 1,
@@ -303,8 +306,11 @@ export class GrpcTransport implements Transport {
     });
     const port = await new Promise<number>((resolve, reject) => {
       server.bindAsync(`${ep.host}:${ep.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => {
-        if (err) reject(new FedError(/in use/i.test(err.message) ? 'conflict' : 'config', `cannot listen on ${endpoint}: ${err.message}`));
-        else resolve(p);
+        if (!err) return resolve(p);
+        server.forceShutdown();
+        // grpc-js reports EADDRINUSE only as "No address added"; a taken port is the usual cause.
+        const taken = /in use|No address added/i.test(err.message) && ep.port !== 0;
+        reject(new FedError(taken ? 'conflict' : 'config', `cannot listen on ${endpoint}: ${err.message}`));
       });
     });
     return {
