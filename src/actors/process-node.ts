@@ -1,0 +1,82 @@
+// Running one node as an OS process: a readiness record on stdout once it serves, then it runs until
+// SIGINT or SIGTERM (or, for supervised children, until the supervisor's stdin pipe closes) and
+// closes cleanly — links said goodbye to, listeners shut, store flushed — before the process ends.
+import { timingSafeEqual } from 'node:crypto';
+import { FedError } from '../errors.ts';
+import { errorFields, type Logger } from '../log.ts';
+import type { LinkHello } from '../protocol/generated.ts';
+import type { PeerIdentity } from '../transport/types.ts';
+
+export interface ServeOptions {
+  log: Logger;
+  /** One JSON line on stdout once serving (endpoints with their real ports), for scripts and supervisors. */
+  ready: Record<string, unknown>;
+  close: () => Promise<void>;
+  /**
+   * End when stdin ends: a supervisor holding a pipe to our stdin takes us down with it, even if it
+   * dies by SIGKILL and never gets to signal us.
+   */
+  exitWithParent?: boolean;
+  /** How long a clean close may take before the process ends anyway. */
+  closeTimeoutMs?: number;
+}
+
+/** Resolves with the exit code after a signal (or the end of stdin) and a clean close. */
+export async function serveUntilSignal(opts: ServeOptions): Promise<number> {
+  const { log } = opts;
+  const reason = await new Promise<string>((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    if (opts.exitWithParent) {
+      process.stdin.on('data', () => undefined);
+      process.stdin.once('end', () => resolve('stdin closed'));
+      process.stdin.once('error', () => resolve('stdin closed'));
+      process.stdin.resume();
+    }
+    process.stdout.write(`${JSON.stringify(opts.ready)}\n`);
+    log.info(opts.ready, 'ready');
+  });
+  // A second signal while closing means "now".
+  const force = (): void => {
+    log.warn('second signal: exiting without a clean close');
+    process.exit(130);
+  };
+  process.once('SIGINT', force);
+  process.once('SIGTERM', force);
+  log.info({ reason }, 'shutting down');
+  const limit = opts.closeTimeoutMs ?? 15_000;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      opts.close(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new FedError('timeout', `close took longer than ${limit} ms`)), limit);
+      }),
+    ]);
+    log.info('closed');
+    return 0;
+  } catch (e) {
+    log.error({ err: errorFields(e) }, 'close failed');
+    return 1;
+  } finally {
+    clearTimeout(timer);
+    if (opts.exitWithParent) process.stdin.pause();
+    // Sockets a transport keeps for reuse must not hold a closed node's process open.
+    setTimeout(() => process.exit(process.exitCode ?? 0), 2_000).unref();
+  }
+}
+
+/**
+ * Accepts a link only from peers presenting `token` in their hello (compared in constant time). The
+ * peer's identity is left to the transport; the token only gates who may join the federation.
+ */
+export function tokenAuthenticator(token: string): (hello: LinkHello) => PeerIdentity | undefined {
+  const want = Buffer.from(token);
+  return (hello) => {
+    const given = Buffer.from(hello.token);
+    if (given.length !== want.length || !timingSafeEqual(given, want)) {
+      throw new FedError('unauthenticated', `node ${hello.node || '?'} presented ${hello.token ? 'a wrong' : 'no'} token`);
+    }
+    return undefined;
+  };
+}

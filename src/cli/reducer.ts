@@ -1,0 +1,73 @@
+// `fedstate reducer`: the reducer node and its REST API in one process.
+import { startReducer } from '../actors/reducer.ts';
+import { serveUntilSignal, tokenAuthenticator } from '../actors/process-node.ts';
+import { ApiServer } from '../api/server.ts';
+import { mountReducerApi } from '../api/reducer-api.ts';
+import { defineSettings } from '../config.ts';
+import { FedError, errorMessage } from '../errors.ts';
+import { logNode, logReducer } from '../log.ts';
+import { openStore } from '../store/index.ts';
+import { transportFor } from '../transport/registry.ts';
+import { endpointCheck, listenAddressCheck, parseCommand, parseListenAddress } from './common.ts';
+import { MNIST_TEST, mnistEvaluator, modelKinds, type ModelKind } from './tf-setup.ts';
+import type { Command } from './types.ts';
+
+export const reducerSettings = defineSettings({
+  listen: { type: 'string', default: 'grpc://127.0.0.1:7000', help: 'endpoint for combiners (grpc://host:port or ws://host:port)', check: endpointCheck() },
+  apiListen: { type: 'string', flag: 'api', default: '127.0.0.1:8092', help: 'host:port of the REST API', check: listenAddressCheck },
+  store: { type: 'string', help: 'directory of the level store (models, trail, sessions); in memory when absent' },
+  token: { type: 'string', help: 'token every combiner and client must present' },
+  adminToken: { type: 'string', flag: 'admin-token', help: 'token the REST API requires on writes' },
+  evaluate: { type: 'string', default: 'none', choices: ['none', 'mnist'], help: 'server-side evaluation of each global model' },
+  model: { type: 'string', default: 'mlp', choices: modelKinds, help: 'model architecture (for --evaluate)' },
+  seed: { type: 'number', default: 1, min: 0, integer: true, help: 'seed of the MNIST split whose held-out digits --evaluate uses' },
+  testSize: { type: 'number', default: MNIST_TEST, min: 1, max: 10_000, integer: true, help: 'held-out digits for --evaluate' },
+  exitWithParent: { type: 'boolean', default: false, env: false, help: 'also stop when stdin closes (for supervisors)' },
+});
+
+export const reducerCommand: Command = {
+  name: 'reducer',
+  help: 'reducer --listen grpc://0.0.0.0:7000 --api 127.0.0.1:8092 [--store DIR] [--token T] [--admin-token A] [--evaluate mnist]',
+  run: async (argv) => {
+    const parsed = parseCommand('reducer', 'reducer [settings]', reducerSettings, argv);
+    if (!parsed) return 0;
+    const { settings: s, log } = parsed;
+    const apiAt = parseListenAddress(s.apiListen);
+    if (!s.adminToken && !['127.0.0.1', 'localhost', '::1'].includes(apiAt.host)) log.warn({ api: s.apiListen }, 'the REST API is reachable beyond this host and has no --admin-token: anyone can start and stop sessions');
+    const evaluate = s.evaluate === 'mnist' ? await mnistEvaluator(s.model as ModelKind, s.seed, s.testSize) : undefined;
+    const store = await openStore({ dir: s.store });
+    const reducer = await startReducer({
+      transport: transportFor(s.listen),
+      listen: s.listen,
+      store,
+      evaluate,
+      token: s.token,
+      authenticate: s.token ? tokenAuthenticator(s.token) : undefined,
+    }).catch(async (e: unknown) => {
+      await store.close();
+      throw e;
+    });
+    const stopNodeLogs = logNode(reducer.node, log);
+    const stopRoundLogs = logReducer(reducer.actor, log);
+    const api = new ApiServer({ adminToken: s.adminToken });
+    mountReducerApi(api, reducer);
+    let url: string;
+    try {
+      url = await api.listen(apiAt.port, apiAt.host);
+    } catch (e) {
+      await reducer.close();
+      throw new FedError((e as { code?: string }).code === 'EADDRINUSE' ? 'conflict' : 'config', `cannot serve the API on ${s.apiListen}: ${errorMessage(e)}`);
+    }
+    return serveUntilSignal({
+      log,
+      ready: { ready: 'reducer', endpoint: reducer.endpoint, api: url, store: s.store ?? null, evaluate: s.evaluate },
+      exitWithParent: s.exitWithParent,
+      close: async () => {
+        await api.close();
+        stopRoundLogs();
+        stopNodeLogs();
+        await reducer.close();
+      },
+    });
+  },
+};
