@@ -5,7 +5,7 @@
 // is connected. When its combiner goes away it backs off (exponentially, with jitter) and discovers
 // again, so a dead combiner's clients end up on the remaining ones. A task can be cancelled: leaving
 // `training` stops the invoked actor, which aborts the user's training through its AbortSignal.
-import { assign, emit, enqueueActions, fromCallback, fromPromise, setup } from 'xstate';
+import { and, assign, emit, enqueueActions, fromCallback, fromPromise, setup } from 'xstate';
 import type { RoundConfig } from '../src/protocol/generated.ts';
 import { backoffMs, outbound, type Inbound, type Outbound } from './common.ts';
 
@@ -70,6 +70,13 @@ export type ClientEvent =
   | { type: 'COMBINER_LOST'; reason: string }
   | { type: 'HEARTBEAT_DUE' }
   | { type: 'STOP' };
+
+// A new task replaces whatever the client was doing (the combiner has moved on). The transitions
+// live on the task states, not on `connected`, so taking a task never restarts the heartbeat child.
+const taskTransitions = {
+  TrainTask: { guard: 'fromMyCombiner', target: 'training', reenter: true, actions: 'takeTask' },
+  ValidateTask: { guard: 'fromMyCombiner', target: 'validating', reenter: true, actions: 'takeTask' },
+} as const;
 
 export const clientMachine = setup({
   types: {
@@ -193,9 +200,6 @@ export const clientMachine = setup({
       on: {
         HEARTBEAT_DUE: { actions: emit(({ context }) => outbound(context.combiner, { type: 'Heartbeat', seq: 0 })) },
         COMBINER_LOST: { target: 'disconnected', actions: [{ type: 'disconnect', params: ({ context }) => ({ combiner: context.combiner }) }, { type: 'lose', params: ({ event }) => ({ reason: event.reason }) }] },
-        // A new task replaces whatever the client was doing: the combiner has moved on.
-        TrainTask: { guard: 'fromMyCombiner', target: '.training', reenter: true, actions: 'takeTask' },
-        ValidateTask: { guard: 'fromMyCombiner', target: '.validating', reenter: true, actions: 'takeTask' },
         UpdateAck: {
           actions: assign({
             stats: ({ context, event }) => (event.accepted ? { ...context.stats, accepted: context.stats.accepted + 1 } : { ...context.stats, rejected: context.stats.rejected + 1 }),
@@ -203,7 +207,7 @@ export const clientMachine = setup({
         },
       },
       states: {
-        ready: {},
+        ready: { on: taskTransitions },
         training: {
           invoke: {
             src: 'train',
@@ -235,7 +239,7 @@ export const clientMachine = setup({
               ],
             },
           },
-          on: { CancelTask: { guard: 'isCurrentTask', target: 'ready', actions: assign({ task: null, stats: ({ context }) => ({ ...context.stats, cancelled: context.stats.cancelled + 1 }) }) } },
+          on: { ...taskTransitions, CancelTask: { guard: and(['isCurrentTask', 'fromMyCombiner']), target: 'ready', actions: assign({ task: null, stats: ({ context }) => ({ ...context.stats, cancelled: context.stats.cancelled + 1 }) }) } },
         },
         validating: {
           invoke: {
@@ -266,7 +270,7 @@ export const clientMachine = setup({
               ],
             },
           },
-          on: { CancelTask: { guard: 'isCurrentTask', target: 'ready', actions: assign({ task: null, stats: ({ context }) => ({ ...context.stats, cancelled: context.stats.cancelled + 1 }) }) } },
+          on: { ...taskTransitions, CancelTask: { guard: and(['isCurrentTask', 'fromMyCombiner']), target: 'ready', actions: assign({ task: null, stats: ({ context }) => ({ ...context.stats, cancelled: context.stats.cancelled + 1 }) }) } },
         },
       },
     },

@@ -29,6 +29,8 @@ export interface StagedModel {
   layoutKey: string;
 }
 
+export type AnswerState = 'waiting' | 'pending' | 'answered';
+
 export interface RoundState {
   sessionId: string;
   round: number;
@@ -36,11 +38,15 @@ export interface RoundState {
   modelId: string;
   config: RoundConfig;
   selected: string[];
-  taskIds: Record<string, string>;
-  /** Clients whose answer is settled: accepted, rejected or failed. */
-  answered: string[];
-  /** Clients whose update bytes are being fetched. */
-  pending: string[];
+  /**
+   * Where each selected client's answer stands: waiting, pending (its bytes are being fetched) or
+   * answered (accepted, rejected or failed). This map, `declared`, `failed` and the membership map are
+   * owned by the machine and updated in place, so one event costs O(1) however many clients a round
+   * has (copying them per event made a 10,000-client round quadratic).
+   */
+  answers: Record<string, AnswerState>;
+  answeredCount: number;
+  pendingCount: number;
   /** Aggregation weight (num_examples) and training metrics each admitted client declared. */
   declared: Record<string, { weight: number; metrics: Record<string, number> }>;
   accepted: number;
@@ -63,6 +69,9 @@ export interface CombinerContext {
   heartbeatMs: number;
   maxClients: number;
   clients: Record<string, ClientInfo>;
+  /** Membership changed since the last CombinerStatus; status reports are throttled, not sent per hello. */
+  statusDirty: boolean;
+  lastStatusAt: number;
   round: RoundState | null;
   lastRound: RoundState | null;
   now: number;
@@ -115,9 +124,30 @@ function reject(r: RoundState, reason: RejectionReason): RoundState {
   return { ...r, rejected: { ...r.rejected, [reason]: (r.rejected[reason] ?? 0) + 1 } };
 }
 
+export const taskIdOf = (r: RoundState, client: string): string => `${r.sessionId}:${r.round}:${r.task}:${client}`;
+
+const isSelected = (r: RoundState, client: string): boolean => Object.hasOwn(r.answers, client);
+
+/** Marks a selected client's answer as settled (in place) and returns a new round object. */
 function settle(r: RoundState, client: string): RoundState {
-  return { ...r, answered: [...r.answered, client], pending: r.pending.filter((c) => c !== client) };
+  const was = r.answers[client];
+  if (was === undefined || was === 'answered') return r;
+  if (was === 'pending') r.pendingCount--;
+  r.answers[client] = 'answered';
+  r.answeredCount++;
+  return { ...r };
 }
+
+function settleFailed(r: RoundState, client: string): RoundState {
+  if (r.answers[client] === undefined || r.answers[client] === 'answered') return r;
+  r.failed.push(client);
+  return settle(r, client);
+}
+
+/** Minimum time between two CombinerStatus reports caused by membership changes. */
+const STATUS_INTERVAL_MS = 200;
+/** A status report goes out at least this often, as the combiner's keepalive towards the reducer. */
+const STATUS_KEEPALIVE_MS = 5_000;
 
 /** Admission checks that need no bytes; the first failing one names the reason. */
 export function admissionProblem(r: RoundState | null, e: Inbound<'TrainResult'> | Inbound<'ValidateResult'>, collecting: boolean): RejectionReason | null {
@@ -125,8 +155,8 @@ export function admissionProblem(r: RoundState | null, e: Inbound<'TrainResult'>
   if (e.sessionId !== r.sessionId) return 'wrong-session';
   if (e.round !== r.round) return 'stale-round';
   if (!collecting) return 'late';
-  if (!r.selected.includes(e.from)) return 'unselected';
-  if (r.answered.includes(e.from) || r.pending.includes(e.from)) return 'duplicate';
+  if (!isSelected(r, e.from)) return 'unselected';
+  if (r.answers[e.from] !== 'waiting') return 'duplicate';
   if (e.type === 'TrainResult' && r.task !== 'train') return 'stale-round';
   if (e.type === 'ValidateResult' && r.task !== 'validate') return 'stale-round';
   if (e.type === 'TrainResult' && e.baseModelId !== r.modelId) return 'base-mismatch';
@@ -178,15 +208,22 @@ export const combinerMachine = setup({
     foldUpdate: (_, _params: { sessionId: string; round: number; data: Float32Array; weight: number }) => undefined,
     discardAggregation: (_, _params: { sessionId: string; round: number }) => undefined,
 
-    reportStatus: emit(({ context }) => outbound(context.reducer, { type: 'CombinerStatus', clients: Object.keys(context.clients).sort(), state: context.round ? 'busy' : 'idle' })),
+    /** Reports membership now, unless one went out moments ago (then the next TICK sends it) or `force`. */
+    reportStatus: enqueueActions(({ context, enqueue }, params?: { force: boolean }) => {
+      if (!params?.force && context.now - context.lastStatusAt < STATUS_INTERVAL_MS) {
+        enqueue.assign({ statusDirty: true });
+        return;
+      }
+      enqueue.assign({ statusDirty: false, lastStatusAt: context.now });
+      enqueue.emit(outbound(context.reducer, { type: 'CombinerStatus', clients: Object.keys(context.clients).sort(), state: context.round ? 'busy' : 'idle' }));
+    }),
 
     dropClient: assign(({ context }, params: { client: string }) => {
       if (!context.clients[params.client]) return {};
-      const { [params.client]: _gone, ...clients } = context.clients;
+      delete context.clients[params.client];
       const r = context.round;
       // A selected client that vanished will never answer: settle it so the round need not wait for the timeout.
-      const round = r && r.selected.includes(params.client) && !r.answered.includes(params.client) ? { ...settle(r, params.client), failed: [...r.failed, params.client] } : r;
-      return { clients, round };
+      return { clients: context.clients, round: r ? settleFailed(r, params.client) : r, statusDirty: true };
     }),
 
     openRound: assign(({ context, event }) => {
@@ -198,9 +235,9 @@ export const combinerMachine = setup({
         modelId: e.modelId,
         config: e.config,
         selected: [],
-        taskIds: {},
-        answered: [],
-        pending: [],
+        answers: {},
+        answeredCount: 0,
+        pendingCount: 0,
         declared: {},
         accepted: 0,
         totalWeight: 0,
@@ -220,14 +257,15 @@ export const combinerMachine = setup({
       const cap = r.config.maxClients || context.maxClients;
       if (cap > 0) count = Math.min(count, cap);
       const selected = sample(members, count, r.config.seed, r.round);
-      const taskIds = Object.fromEntries(selected.map((c) => [c, `${r.sessionId}:${r.round}:${r.task}:${c}`]));
-      return { round: { ...r, selected, taskIds } };
+      const answers: Record<string, AnswerState> = {};
+      for (const c of selected) answers[c] = 'waiting';
+      return { round: { ...r, selected, answers } };
     }),
 
     sendTasks: enqueueActions(({ context, enqueue }) => {
       const r = context.round!;
       for (const client of r.selected) {
-        const taskId = r.taskIds[client]!;
+        const taskId = taskIdOf(r, client);
         const body =
           r.task === 'train'
             ? ({ type: 'TrainTask', taskId, sessionId: r.sessionId, round: r.round, modelId: r.modelId, config: r.config } as const)
@@ -250,7 +288,7 @@ export const combinerMachine = setup({
       if (reason) {
         // A malformed answer from a selected client is its answer for the round (it is settled, so the
         // round need not wait for it); a refused duplicate or stray must not touch the real one.
-        const answeredBadly = (reason === 'base-mismatch' || reason === 'bad-weight') && r.selected.includes(e.from);
+        const answeredBadly = (reason === 'base-mismatch' || reason === 'bad-weight') && isSelected(r, e.from);
         const counted = answeredBadly ? settle(reject(r, reason), e.from) : reject(r, reason);
         enqueue.assign({ round: counted, totals: { ...context.totals, rejected: mergeCounts(context.totals.rejected, { [reason]: 1 }) } });
         enqueue.emit(outbound(e.from, { type: 'UpdateAck', taskId: e.taskId, accepted: false, reason }));
@@ -262,9 +300,9 @@ export const combinerMachine = setup({
         enqueue.emit(outbound(e.from, { type: 'UpdateAck', taskId: e.taskId, accepted: true, reason: '' }));
         return;
       }
-      enqueue.assign({
-        round: { ...r, pending: [...r.pending, e.from], declared: { ...r.declared, [e.from]: { weight: e.numExamples, metrics: e.metrics } } },
-      });
+      r.answers[e.from] = 'pending';
+      r.declared[e.from] = { weight: e.numExamples, metrics: e.metrics };
+      enqueue.assign({ round: { ...r, pendingCount: r.pendingCount + 1 } });
       enqueue.sendTo('fetcher', { type: 'FETCH', sessionId: r.sessionId, round: r.round, client: e.from, updateId: e.updateId } satisfies FetchRequest);
     }),
 
@@ -275,7 +313,7 @@ export const combinerMachine = setup({
       enqueue.assign({
         round: settle({ ...r, accepted: r.accepted + 1, totalWeight: r.totalWeight + d.weight, metricSums: addMetrics(r.metricSums, d.metrics, d.weight) }, client),
       });
-      enqueue.emit(outbound(client, { type: 'UpdateAck', taskId: r.taskIds[client] ?? '', accepted: true, reason: '' }));
+      enqueue.emit(outbound(client, { type: 'UpdateAck', taskId: taskIdOf(r, client), accepted: true, reason: '' }));
     }),
 
     rejectFetched: enqueueActions(({ context, enqueue }, params: { event: FetchedUpdate }) => {
@@ -283,7 +321,7 @@ export const combinerMachine = setup({
       const r = context.round!;
       const why: RejectionReason = (e.ok ? contentProblem(r, e) : e.reason) ?? 'fetch-failed';
       enqueue.assign({ round: settle(reject(r, why), e.client), totals: { ...context.totals, rejected: mergeCounts(context.totals.rejected, { [why]: 1 }) } });
-      enqueue.emit(outbound(e.client, { type: 'UpdateAck', taskId: r.taskIds[e.client] ?? '', accepted: false, reason: why }));
+      enqueue.emit(outbound(e.client, { type: 'UpdateAck', taskId: taskIdOf(r, e.client), accepted: false, reason: why }));
     }),
 
     failRound: assign(({ context }, params: { reason: string }) => ({ round: { ...context.round!, status: 'failed' as const, failure: params.reason } })),
@@ -318,8 +356,8 @@ export const combinerMachine = setup({
     cancelStragglers: enqueueActions(({ context, enqueue }) => {
       const r = context.round!;
       for (const client of r.selected) {
-        if (r.answered.includes(client) || !context.clients[client]) continue;
-        enqueue.emit(outbound(client, { type: 'CancelTask', taskId: r.taskIds[client] ?? '', reason: r.status === 'cancelled' ? 'round cancelled' : 'round closed' }));
+        if (r.answers[client] === 'answered' || !context.clients[client]) continue;
+        enqueue.emit(outbound(client, { type: 'CancelTask', taskId: taskIdOf(r, client), reason: r.status === 'cancelled' ? 'round cancelled' : 'round closed' }));
       }
     }),
 
@@ -342,16 +380,17 @@ export const combinerMachine = setup({
   },
   guards: {
     tooFewClients: ({ context }) => Object.keys(context.clients).length < minUpdates(context.round!),
+    // A full buffer closes the round at once, even with fetches in flight: their updates arrive for a
+    // closed round and are dropped, so the aggregate never holds more than the buffer size.
     collectingDone: ({ context }) => {
       const r = context.round!;
-      if (r.pending.length > 0) return false;
-      return r.accepted >= wanted(r) || r.answered.length >= r.selected.length;
+      return r.accepted >= wanted(r) || (r.pendingCount === 0 && r.answeredCount >= r.selected.length);
     },
     tooFewUpdates: ({ context }) => context.round!.accepted < minUpdates(context.round!),
     isValidation: ({ context }) => context.round!.task === 'validate',
     /** The fetched update belongs to this round and is still awaited (not from a closed round). */
     fetchAwaited: ({ context, event }) =>
-      event.type === 'update.fetched' && !!context.round && event.sessionId === context.round.sessionId && event.round === context.round.round && context.round.pending.includes(event.client),
+      event.type === 'update.fetched' && !!context.round && event.sessionId === context.round.sessionId && event.round === context.round.round && context.round.answers[event.client] === 'pending',
     fetchAcceptable: ({ context, event }) => event.type === 'update.fetched' && event.ok && contentProblem(context.round!, event) === null,
     isCurrentRound: ({ context, event }) =>
       event.type === 'CancelRound' && !!context.round && context.round.sessionId === event.sessionId && (event.round === 0 || context.round.round === event.round),
@@ -365,6 +404,8 @@ export const combinerMachine = setup({
     heartbeatMs: input.heartbeatMs ?? 2_000,
     maxClients: input.maxClients ?? 0,
     clients: {},
+    statusDirty: false,
+    lastStatusAt: Number.NEGATIVE_INFINITY,
     round: null,
     lastRound: null,
     now: 0,
@@ -376,7 +417,10 @@ export const combinerMachine = setup({
     ClientHello: {
       actions: [
         assign({
-          clients: ({ context, event }) => ({ ...context.clients, [event.from]: { lastSeen: event.at, numExamples: event.numExamples } }),
+          clients: ({ context, event }) => {
+            context.clients[event.from] = { lastSeen: event.at, numExamples: event.numExamples };
+            return context.clients;
+          },
           now: ({ context, event }) => Math.max(context.now, event.at),
         }),
         emit(({ context, event }) => outbound(event.from, { type: 'ClientWelcome', combiner: context.self, heartbeatMs: context.heartbeatMs })),
@@ -388,7 +432,8 @@ export const combinerMachine = setup({
         clients: ({ context, event }) => {
           const c = context.clients[event.from];
           // A heartbeat from a client that never said hello (or was dropped) does not make it a member.
-          return c ? { ...context.clients, [event.from]: { ...c, lastSeen: event.at } } : context.clients;
+          if (c) c.lastSeen = event.at;
+          return context.clients;
         },
         now: ({ context, event }) => Math.max(context.now, event.at),
       }),
@@ -398,16 +443,21 @@ export const combinerMachine = setup({
     TICK: {
       actions: enqueueActions(({ context, event, enqueue }) => {
         enqueue.assign({ now: event.now });
+        let dropped = false;
         for (const [client, c] of Object.entries(context.clients)) {
-          if (event.now - c.lastSeen > context.clientTimeoutMs) enqueue({ type: 'dropClient', params: { client } });
+          if (event.now - c.lastSeen > context.clientTimeoutMs) {
+            enqueue({ type: 'dropClient', params: { client } });
+            dropped = true;
+          }
         }
-        enqueue('reportStatus');
+        if (dropped || context.statusDirty || event.now - context.lastStatusAt >= STATUS_KEEPALIVE_MS) enqueue({ type: 'reportStatus', params: { force: true } });
       }),
     },
     REDUCER_CONNECTED: {
       actions: [
         emit(({ context, event }) => outbound(context.reducer, { type: 'CombinerHello', name: context.self, endpoint: event.endpoint, maxClients: context.maxClients })),
-        'reportStatus',
+        // a (re)connected reducer needs the whole membership at once
+        { type: 'reportStatus', params: { force: true } },
       ],
     },
     // Results that arrive outside `collecting` are refused (and acknowledged) here, never folded.
@@ -471,8 +521,8 @@ export const combinerMachine = setup({
           actions: assign({
             round: ({ context, event }) => {
               const r = context.round!;
-              const owned = r.taskIds[event.from] === event.taskId && !r.answered.includes(event.from) && !r.pending.includes(event.from);
-              return owned ? { ...settle(r, event.from), failed: [...r.failed, event.from] } : r;
+              const owned = r.answers[event.from] === 'waiting' && taskIdOf(r, event.from) === event.taskId;
+              return owned ? settleFailed(r, event.from) : r;
             },
           }),
         },

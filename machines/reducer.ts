@@ -59,8 +59,12 @@ export interface CombinerEntry {
   endpoint: string;
   maxClients: number;
   clients: string[];
-  /** Clients assigned by discovery that have not shown up in a status report yet. */
-  assigned: string[];
+  /**
+   * Clients assigned by discovery (with the time) that have not shown up in a status report yet.
+   * Updated in place: a burst of thousands of discoveries must not copy it per request.
+   */
+  assigned: Record<string, number>;
+  assignedCount: number;
   connected: boolean;
   lastSeen: number;
   state: string;
@@ -154,8 +158,9 @@ export const connectedClients = (ctx: ReducerContext): number =>
   eligibleCombiners(ctx).reduce((n, name) => n + (ctx.combiners[name]?.clients.length ?? 0), 0);
 
 /** Least-packed discovery: the connected combiner with the fewest clients (counting pending assignments). */
-export function chooseCombiner(ctx: ReducerContext, preferred: string): string | undefined {
-  const load = (c: CombinerEntry): number => new Set([...c.clients, ...c.assigned]).size;
+export function chooseCombiner(ctx: ReducerContext, preferred: string, asking = ''): string | undefined {
+  // The asking client's own earlier assignment (a retry after a failed connect) does not count against it.
+  const load = (c: CombinerEntry): number => c.clients.length + c.assignedCount - (Object.hasOwn(c.assigned, asking) ? 1 : 0);
   const open = Object.entries(ctx.combiners).filter(([, c]) => c.connected && (c.maxClients === 0 || load(c) < c.maxClients));
   const pref = open.find(([name]) => name === preferred);
   if (pref) return pref[0];
@@ -173,9 +178,13 @@ function trainMetricsOf(r: CurrentRound): Record<string, number> {
 
 export type CombinerModel = RoundReport & { combiner: string };
 
+/** How long a discovery assignment counts against a combiner while the client has not connected. */
+const ASSIGNMENT_TTL_MS = 30_000;
+
 const okReports = (r: CurrentRound): CombinerModel[] =>
   Object.entries(r.reports)
-    .filter(([, x]) => x.status === 'ok' && x.modelId !== '')
+    // A combiner that went away after reporting cannot serve its model any more.
+    .filter(([name, x]) => x.status === 'ok' && x.modelId !== '' && !r.gone.includes(name))
     .map(([combiner, x]) => ({ ...x, combiner }));
 
 export const reducerMachine = setup({
@@ -354,7 +363,8 @@ export const reducerMachine = setup({
             endpoint: event.endpoint,
             maxClients: event.maxClients,
             clients: context.combiners[event.from]?.clients ?? [],
-            assigned: context.combiners[event.from]?.assigned ?? [],
+            assigned: context.combiners[event.from]?.assigned ?? {},
+            assignedCount: context.combiners[event.from]?.assignedCount ?? 0,
             connected: true,
             lastSeen: event.at,
             state: 'idle',
@@ -368,8 +378,10 @@ export const reducerMachine = setup({
         combiners: ({ context, event }) => {
           const c = context.combiners[event.from];
           if (!c) return context.combiners; // status before hello: ignored until the combiner introduces itself
-          const present = new Set(event.clients);
-          return { ...context.combiners, [event.from]: { ...c, clients: event.clients, assigned: c.assigned.filter((a) => !present.has(a)), connected: true, lastSeen: event.at, state: event.state } };
+          // Assignments are settled once the client shows up, and forgotten if it never does.
+          for (const client of event.clients) delete c.assigned[client];
+          for (const [client, at] of Object.entries(c.assigned)) if (event.at - at > ASSIGNMENT_TTL_MS) delete c.assigned[client];
+          return { ...context.combiners, [event.from]: { ...c, clients: event.clients, assignedCount: Object.keys(c.assigned).length, connected: true, lastSeen: event.at, state: event.state } };
         },
         now: ({ context, event }) => Math.max(context.now, event.at),
       }),
@@ -379,18 +391,20 @@ export const reducerMachine = setup({
         const c = context.combiners[event.combiner];
         if (!c) return {};
         const current = context.current && context.current.participants.includes(event.combiner) ? { ...context.current, gone: [...context.current.gone, event.combiner] } : context.current;
-        return { combiners: { ...context.combiners, [event.combiner]: { ...c, connected: false, clients: [], assigned: [] } }, current };
+        return { combiners: { ...context.combiners, [event.combiner]: { ...c, connected: false, clients: [], assigned: {}, assignedCount: 0 } }, current };
       }),
     },
     AssignRequest: {
       actions: enqueueActions(({ context, event, enqueue }) => {
-        const choice = chooseCombiner(context, event.preferredCombiner);
+        const choice = chooseCombiner(context, event.preferredCombiner, event.from);
         if (!choice) {
           enqueue.emit(outbound(event.from, { type: 'AssignResponse', status: 'retry', combiner: '', endpoint: '', reason: 'no combiner is accepting clients', retryAfterMs: 1_000 }));
           return;
         }
         const c = context.combiners[choice]!;
-        enqueue.assign({ combiners: { ...context.combiners, [choice]: { ...c, assigned: [...c.assigned.filter((a) => a !== event.from), event.from] } } });
+        const fresh = !Object.hasOwn(c.assigned, event.from);
+        c.assigned[event.from] = event.at;
+        enqueue.assign({ combiners: { ...context.combiners, [choice]: { ...c, assignedCount: c.assignedCount + (fresh ? 1 : 0) } } });
         enqueue.emit(outbound(event.from, { type: 'AssignResponse', status: 'assigned', combiner: choice, endpoint: c.endpoint, reason: '', retryAfterMs: 0 }));
       }),
     },

@@ -283,7 +283,7 @@ test('a new task replaces the one in progress (its training is aborted)', async 
 // `reenter: true`, which re-enters `connected` itself and restarts the heartbeat timer on every task.
 // A combiner that pushes tasks more often than heartbeatMs then never hears a heartbeat from a busy
 // client (its membership is refreshed only by Hello/Heartbeat) and drops it after clientTimeoutMs.
-test.skip('BUG client: a TrainTask must not restart the heartbeat timer (connected is re-entered by reenter:true)', async () => {
+test('a TrainTask does not restart the heartbeat timer (fixed: task transitions live on the task states)', async () => {
   const r = rig();
   await r.connectTo(C1, 1_000);
   for (let i = 0; i < 5; i++) {
@@ -315,6 +315,25 @@ test('ValidateTask -> validate -> ValidateResult; validate failure -> TaskFailed
   assert.is(r.h.state(), 'connected.ready');
   assert.ok(r.validate.last().signal.aborted);
   assert.equal(r.h.snapshot().context.stats, { trained: 0, validated: 1, failed: 1, cancelled: 1, rejected: 0, accepted: 0, reconnects: 0 });
+});
+
+test('a task of either kind replaces a task of either kind in progress, aborting it', async () => {
+  const r = rig();
+  await r.connectTo(C1);
+  const vt = (taskId: string): void => r.h.msg('ValidateTask', C1, { taskId, sessionId: 's', round: 5, modelId: 'g4' });
+  r.trainTask('t1');
+  const training = r.train.last();
+  vt('v1');
+  assert.is(r.h.state(), 'connected.validating');
+  assert.ok(training.signal.aborted, 'training aborted by the validation task');
+  const validating = r.validate.last();
+  vt('v2');
+  assert.is(r.h.state(), 'connected.validating');
+  assert.ok(validating.signal.aborted, 'first validation aborted by the second');
+  assert.is(r.validate.last().input.taskId, 'v2');
+  r.trainTask('t2');
+  assert.is(r.h.state(), 'connected.training');
+  assert.is(r.train.last().input.taskId, 't2');
 });
 
 test('a TrainTask or ValidateTask from anyone but the current combiner is ignored', async () => {
