@@ -214,6 +214,49 @@ for (const kernel of kernels) {
   });
 }
 
+test('zero-copy stage slots: same bits as the copy path, exact refusal, reusable, both kernels', () => {
+  fc.assert(
+    fc.property(batch(6, 70), (items) => {
+      const d = items[0]!.x.length;
+      const want = mean(items, 'js');
+      for (const kernel of kernels) {
+        const acc = new FedAvgAccumulator(d, { kernel, stageSlots: 2 });
+        items.forEach(({ x, w }, i) => {
+          const slot = acc.stage(i % 2);
+          slot.set(x);
+          acc.add(slot, w);
+        });
+        assert.equal(acc.finish(), want, kernel);
+      }
+    }),
+    { numRuns: 200 },
+  );
+  for (const kernel of kernels) {
+    const size = 40000;
+    const acc = new FedAvgAccumulator(size, { kernel, stageSlots: 1 });
+    const twin = new FedAvgAccumulator(size, { kernel });
+    const slot = acc.stage();
+    assert.is(slot.length, size);
+    slot.fill(0.25);
+    acc.add(slot, 2);
+    twin.add(new Float32Array(size).fill(0.25), 2);
+    for (const at of [0, 39999]) {
+      slot.fill(1);
+      slot[at] = Infinity;
+      expectCode('not-finite', () => acc.add(slot, 1));
+    }
+    assert.equal(acc.finish(), twin.finish(), `${kernel}: refused staged updates left no trace`);
+    assert.is(acc.count, 1);
+    expectCode('config', () => acc.stage(1));
+    expectCode('config', () => new FedAvgAccumulator(4, { kernel, stageSlots: -1 }));
+  }
+  // a view that merely shares the kernel's memory but is not a slot goes through the copy path
+  const acc = new FedAvgAccumulator(8, { kernel: 'wasm', stageSlots: 2 });
+  const inner = new Float32Array(acc.stage(1).buffer, acc.stage(1).byteOffset + 4, 8).fill(3);
+  acc.add(inner, 1);
+  assert.equal(acc.finish(), new Float32Array(8).fill(3));
+});
+
 test('finish before any add is a typed error; finish does not consume', () => {
   const acc = new FedAvgAccumulator(4);
   expectCode('bad-weight', () => acc.finish());

@@ -13,6 +13,12 @@ import { checkShape, checkSize, checkWeight, nothingAdded } from './validate.ts'
 export interface FedAvgOptions {
   /** Force a kernel ('js' or 'wasm'); default: wasm when available. */
   kernel?: KernelKind;
+  /**
+   * Zero-copy stage slots to reserve (default 0): buffers inside the kernel's memory that an update can
+   * be decoded into and then passed to add() without being copied. Each costs 4 bytes per parameter;
+   * one per upload that can be in flight at the same time is enough.
+   */
+  stageSlots?: number;
 }
 
 export class FedAvgAccumulator implements Accumulator {
@@ -22,11 +28,20 @@ export class FedAvgAccumulator implements Accumulator {
 
   constructor(
     readonly size: number,
-    kernel?: KernelKind,
+    options: KernelKind | FedAvgOptions = {},
     private readonly label = 'fedavg',
   ) {
     checkSize(size);
-    this.sum = createWeightedSum(size, kernel);
+    const o = typeof options === 'string' ? { kernel: options } : options;
+    this.sum = createWeightedSum(size, { kind: o.kernel, stageSlots: o.stageSlots });
+  }
+
+  /**
+   * A buffer to write the next update into (e.g. decode model bytes straight into it); add() folds it
+   * in place instead of copying it. Needs `stageSlots` > slot at creation. Reusable after add() returns.
+   */
+  stage(slot = 0): Float32Array {
+    return this.sum.stage(slot);
   }
 
   get count(): number {
@@ -64,7 +79,7 @@ export function createFedAvg(options: FedAvgOptions = {}): AggregationStrategy {
   return {
     name: 'fedavg',
     streaming: true,
-    begin: (ctx: AggregationContext) => new FedAvgAccumulator(ctx.size, options.kernel),
+    begin: (ctx: AggregationContext) => new FedAvgAccumulator(ctx.size, options),
   };
 }
 

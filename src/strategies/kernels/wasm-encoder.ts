@@ -68,6 +68,7 @@ export const op = {
   v128Or: (): number[] => simd(0x50),
   v128AnyTrue: (): number[] => simd(0x53),
   f32x4DemoteF64x2Zero: (): number[] => simd(0x5e),
+  f32x4Sub: (): number[] => simd(0xe5),
   f64x2PromoteLowF32x4: (): number[] => simd(0x5f),
   f64x2Add: (): number[] => simd(0xf0),
   f64x2Mul: (): number[] => simd(0xf2),
