@@ -1,7 +1,8 @@
 // Structured logs: pino JSON lines on stderr (stdout stays free for a command's own output, such as
 // the one-line readiness record a supervisor reads). Nodes log what an operator needs to follow a
 // federation from its logs alone: links up and down, rounds and sessions, refused frames and
-// undeliverable messages (with the typed error code), and state changes at debug level.
+// undeliverable messages (with the typed error code), and state changes at debug level. Errors go
+// under "error" as { code, message } (pino's own "err" serializer would add an empty stack).
 import pino, { type Logger } from 'pino';
 import type { AnyActorRef } from 'xstate';
 import type { Node } from './actors/node.ts';
@@ -32,11 +33,14 @@ export function createLogger(opts: LogOptions = {}): Logger {
 /** Logs a node's link and delivery events; returns a function that stops logging them. */
 export function logNode(node: Node, log: Logger): () => void {
   const up = (link: { remoteNode: string; channel: { peer: string }; remoteActors: Set<string> }): void => log.info({ peer: link.remoteNode, via: link.channel.peer, actors: [...link.remoteActors] }, 'link up');
-  const down = (link: { remoteNode: string; channel: { peer: string } }, unreachable: string[], error?: Error): void =>
-    log.warn({ peer: link.remoteNode, via: link.channel.peer, unreachable, ...(error ? { err: errorFields(error) } : {}) }, 'link down');
-  const rejected = (error: FedError, link?: { remoteNode: string }): void => log.warn({ code: error.code, peer: link?.remoteNode, err: errorFields(error) }, 'rejected');
+  // A plain close is routine (a client drops its discovery link); the roles log what a loss means.
+  const down = (link: { remoteNode: string; channel: { peer: string } }, unreachable: string[], error?: Error): void => {
+    const quiet = !error || (error instanceof FedError && error.code === 'closed');
+    log[quiet ? 'info' : 'warn']({ peer: link.remoteNode, via: link.channel.peer, unreachable, ...(error ? { error: errorFields(error) } : {}) }, 'link down');
+  };
+  const rejected = (error: FedError, link?: { remoteNode: string }): void => log.warn({ code: error.code, peer: link?.remoteNode, error: errorFields(error) }, 'rejected');
   const undeliverable = (envelope: { from: string; to: string; body: { type: string } }, error: FedError): void =>
-    log.warn({ from: envelope.from, to: envelope.to, type: envelope.body.type, code: error.code, err: errorFields(error) }, 'undeliverable');
+    log.warn({ from: envelope.from, to: envelope.to, type: envelope.body.type, code: error.code, error: errorFields(error) }, 'undeliverable');
   node.on('linkUp', up);
   node.on('linkDown', down);
   node.on('rejected', rejected);
@@ -111,7 +115,7 @@ export function logReducer(actor: AnyActorRef, log: Logger): () => void {
       if (prev) {
         for (const [name, x] of Object.entries(c.combiners)) {
           const before = prev.context.combiners[name];
-          if (!before || before.connected !== x.connected) log.info({ combiner: name, connected: x.connected, clients: x.clients.length }, x.connected ? 'combiner joined' : 'combiner left');
+          if (!before || before.connected !== x.connected) log[x.connected ? 'info' : 'warn']({ combiner: name, connected: x.connected, clients: x.clients.length }, x.connected ? 'combiner joined' : 'combiner left');
         }
       }
     },

@@ -56,7 +56,7 @@ export async function serveUntilSignal(opts: ServeOptions): Promise<number> {
     log.info('closed');
     return 0;
   } catch (e) {
-    log.error({ err: errorFields(e) }, 'close failed');
+    log.error({ error: errorFields(e) }, 'close failed');
     return 1;
   } finally {
     clearTimeout(timer);

@@ -2,14 +2,11 @@
 // It trains the TF.js MNIST task on its shard, or the user's own task code (--task module.ts).
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { startClient, type TaskCode } from '../actors/client.ts';
-import { Node } from '../actors/node.ts';
-import { serveUntilSignal } from '../actors/process-node.ts';
+import type { TaskCode } from '../actors/client.ts';
 import { defineSettings } from '../config.ts';
 import { parsePartition } from '../data/partition.ts';
 import { FedError, errorMessage } from '../errors.ts';
 import { logClient, logNode } from '../log.ts';
-import { transportFor } from '../transport/registry.ts';
 import { endpointCheck, nameCheck, parseCommand } from './common.ts';
 import { MNIST_TRAIN, mnistTask, modelKinds, type ModelKind } from './tf-setup.ts';
 import type { Command } from './types.ts';
@@ -71,6 +68,12 @@ export const clientCommand: Command = {
       ? await loadTaskModule(s.task, { name, index: s.index, clientsTotal: s.clientsTotal, seed: s.seed, partition: s.partition })
       : await mnistTask({ kind: s.model as ModelKind, seed: s.seed, partition: s.partition, clientsTotal: s.clientsTotal, index: s.index, trainSize: s.trainSize });
     log.info({ numExamples: code.numExamples, task: s.task ?? `${s.data}/${s.model}`, shard: `${s.index + 1}/${s.clientsTotal}`, partition: s.partition }, 'task ready');
+    const [{ startClient }, { Node }, { serveUntilSignal }, { transportFor }] = await Promise.all([
+      import('../actors/client.ts'),
+      import('../actors/node.ts'),
+      import('../actors/process-node.ts'),
+      import('../transport/registry.ts'),
+    ]);
     const node = new Node({ name: `client-${name}`, transport: transportFor(s.reducerEndpoint), token: s.token });
     const stopNodeLogs = logNode(node, log);
     const client = await startClient({
@@ -85,7 +88,7 @@ export const clientCommand: Command = {
     const stopTaskLogs = logClient(client.actor, log);
     return serveUntilSignal({
       log,
-      ready: { ready: 'client', name: client.address, reducer: s.reducerEndpoint, numExamples: code.numExamples },
+      ready: { ready: 'client', address: client.address, reducer: s.reducerEndpoint, numExamples: code.numExamples },
       exitWithParent: s.exitWithParent,
       close: async () => {
         stopTaskLogs();

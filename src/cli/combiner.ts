@@ -1,12 +1,8 @@
 // `fedstate combiner`: one combiner node that listens for clients and dials the reducer.
-import { startCombiner } from '../actors/combiner.ts';
-import { Node } from '../actors/node.ts';
-import { serveUntilSignal, tokenAuthenticator } from '../actors/process-node.ts';
 import { defineSettings } from '../config.ts';
 import { FedError } from '../errors.ts';
 import { logCombiner, logNode } from '../log.ts';
 import { formatEndpoint, parseEndpoint } from '../transport/endpoint.ts';
-import { transportFor } from '../transport/registry.ts';
 import { checkTransportsMatch, endpointCheck, nameCheck, parseCommand } from './common.ts';
 import type { Command } from './types.ts';
 
@@ -59,6 +55,12 @@ export const combinerCommand: Command = {
     const listen = s.listen ?? `${parseEndpoint(s.reducerEndpoint).kind}://127.0.0.1:0`;
     checkTransportsMatch(listen, s.reducerEndpoint, '--listen and --reducer');
     advertisedEndpoint(listen, s.advertise); // refuse a wildcard listen without --advertise before binding anything
+    const [{ startCombiner }, { Node }, { serveUntilSignal, tokenAuthenticator }, { transportFor }] = await Promise.all([
+      import('../actors/combiner.ts'),
+      import('../actors/node.ts'),
+      import('../actors/process-node.ts'),
+      import('../transport/registry.ts'),
+    ]);
     const node = new Node({ name: `combiner-${name}`, transport: transportFor(listen), token: s.token, authenticate: s.token ? tokenAuthenticator(s.token) : undefined });
     const stopNodeLogs = logNode(node, log);
     log.info({ reducer: s.reducerEndpoint }, 'dialling the reducer');
@@ -75,7 +77,7 @@ export const combinerCommand: Command = {
     const stopRoundLogs = logCombiner(combiner.actor, log);
     return serveUntilSignal({
       log,
-      ready: { ready: 'combiner', name: combiner.address, endpoint: combiner.endpoint, reducer: s.reducerEndpoint },
+      ready: { ready: 'combiner', address: combiner.address, endpoint: combiner.endpoint, reducer: s.reducerEndpoint },
       exitWithParent: s.exitWithParent,
       close: async () => {
         stopRoundLogs();

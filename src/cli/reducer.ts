@@ -1,13 +1,9 @@
 // `fedstate reducer`: the reducer node and its REST API in one process.
-import { startReducer } from '../actors/reducer.ts';
-import { serveUntilSignal, tokenAuthenticator } from '../actors/process-node.ts';
-import { ApiServer } from '../api/server.ts';
-import { mountReducerApi } from '../api/reducer-api.ts';
+// The runtime is imported when the command runs, so `fedstate status` does not load gRPC, level and
+// the API server just to print a table.
 import { defineSettings } from '../config.ts';
 import { FedError, errorMessage } from '../errors.ts';
 import { logNode, logReducer } from '../log.ts';
-import { openStore } from '../store/index.ts';
-import { transportFor } from '../transport/registry.ts';
 import { endpointCheck, listenAddressCheck, parseCommand, parseListenAddress } from './common.ts';
 import { MNIST_TEST, mnistEvaluator, modelKinds, type ModelKind } from './tf-setup.ts';
 import type { Command } from './types.ts';
@@ -32,6 +28,14 @@ export const reducerCommand: Command = {
     const parsed = parseCommand('reducer', 'reducer [settings]', reducerSettings, argv);
     if (!parsed) return 0;
     const { settings: s, log } = parsed;
+    const [{ startReducer }, { serveUntilSignal, tokenAuthenticator }, { ApiServer }, { mountReducerApi }, { openStore }, { transportFor }] = await Promise.all([
+      import('../actors/reducer.ts'),
+      import('../actors/process-node.ts'),
+      import('../api/server.ts'),
+      import('../api/reducer-api.ts'),
+      import('../store/index.ts'),
+      import('../transport/registry.ts'),
+    ]);
     const apiAt = parseListenAddress(s.apiListen);
     if (!s.adminToken && !['127.0.0.1', 'localhost', '::1'].includes(apiAt.host)) log.warn({ api: s.apiListen }, 'the REST API is reachable beyond this host and has no --admin-token: anyone can start and stop sessions');
     const evaluate = s.evaluate === 'mnist' ? await mnistEvaluator(s.model as ModelKind, s.seed, s.testSize) : undefined;
