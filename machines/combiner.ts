@@ -110,6 +110,8 @@ export interface AggregationBegin {
   round: number;
   size: number;
   strategy: string;
+  /** Updates the round can fold at most (selected clients), for strategies that hold them all. */
+  expected: number;
 }
 
 const ms = (cfg: RoundConfig): number => (cfg.timeoutMs > 0 ? cfg.timeoutMs : 180_000);
@@ -484,7 +486,7 @@ export const combinerMachine = setup({
             assign({ round: ({ context, event }) => ({ ...context.round!, staged: event.output }) }),
             enqueueActions(({ context, enqueue }) => {
               const r = context.round!;
-              if (r.task === 'train') enqueue({ type: 'beginAggregation', params: { sessionId: r.sessionId, round: r.round, size: r.staged!.size, strategy: r.config.combinerStrategy || 'fedavg' } });
+              if (r.task === 'train') enqueue({ type: 'beginAggregation', params: { sessionId: r.sessionId, round: r.round, size: r.staged!.size, strategy: r.config.strategy || 'fedavg', expected: r.selected.length } });
             }),
             'sendTasks',
           ],

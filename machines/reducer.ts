@@ -27,7 +27,7 @@ export interface SessionConfig {
   learningRate: number;
   proximalMu: number;
   seed: number;
-  combinerStrategy: string;
+  strategy: string;
   validate: boolean;
   /** How long a round may wait in `planning` for the quorum before the session fails. */
   quorumTimeoutMs: number;
@@ -49,7 +49,7 @@ export const defaultSessionConfig = (sessionId: string): SessionConfig => ({
   learningRate: 0.1,
   proximalMu: 0,
   seed: 0,
-  combinerStrategy: 'fedavg',
+  strategy: 'fedavg',
   validate: false,
   quorumTimeoutMs: 60_000,
   maxConsecutiveFailures: 3,
@@ -144,7 +144,7 @@ const roundConfigOf = (s: SessionConfig, round: number): RoundConfig => ({
   learningRate: s.learningRate,
   proximalMu: s.proximalMu,
   seed: (s.seed * 1_000_003 + round) >>> 0,
-  combinerStrategy: s.combinerStrategy,
+  strategy: s.strategy,
 });
 
 /** Combiners that can take part now: connected and holding at least one live client. */

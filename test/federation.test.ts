@@ -35,4 +35,58 @@ test('in-process federation: 2 combiners, 5 clients, hierarchical FedAvg gives t
   }
 });
 
+test('the session strategy applies at both levels: median at the combiners, FedAdam at the reducer with persisted state', async () => {
+  const fed = await startFederation({ combiners: 2, clients: targets.map((t, i) => toyTask({ target: t, numExamples: weights[i]! })), strict: false });
+  try {
+    await fed.ready();
+    const seed = await fed.reducer.seed({ layout: toyLayout(SIZE), data: new Float32Array(SIZE) });
+    fed.reducer.start({ sessionId: 'median-adam', rounds: 1, roundTimeoutMs: 10_000, strategy: 'median+fedadam:lr=0.5' });
+    const summary = await fed.reducer.finished();
+    assert.is(summary.status, 'done', summary.failure);
+    // expected: per combiner the coordinate-wise median of its clients, then FedAvg over combiners
+    // weighted by their total examples, then one FedAdam step from the zero seed
+    const members = fed.combiners.map((c) => c.actor.getSnapshot().context.lastRound!.selected.map((k) => Number(k.slice('client/k'.length)) - 1));
+    const reduced = new Float64Array(SIZE);
+    let total = 0;
+    for (const idx of members) {
+      const w = idx.reduce((n, i) => n + weights[i]!, 0);
+      total += w;
+      for (let j = 0; j < SIZE; j++) {
+        const vals = idx.map((i) => targets[i]![j]!).sort((a, b) => a - b);
+        const mid = vals.length >> 1;
+        const median = vals.length % 2 ? vals[mid]! : (vals[mid - 1]! + vals[mid]!) / 2;
+        reduced[j]! += median * w;
+      }
+    }
+    const global = await fed.reducer.globalModel();
+    for (let j = 0; j < SIZE; j++) {
+      const g = reduced[j]! / total; // pseudo-gradient from a zero seed
+      // FedAdam's first step: m = (1-b1) g, v = b2 tau^2 + (1-b2) g^2, x = lr m / (sqrt(v) + tau)
+      const m = 0.1 * g;
+      const v = 0.99 * 1e-8 + 0.01 * g * g;
+      const expected = (0.5 * m) / (Math.sqrt(v) + 1e-4);
+      assert.ok(Math.abs(global.data[j]! - expected) < 1e-3 * Math.max(1, Math.abs(expected)), `coordinate ${j}: ${global.data[j]} vs ${expected}`);
+    }
+    const state = await fed.reducer.store.getState(`server-optimizer/${summary.globalModelId}`);
+    assert.ok(state, 'optimizer state stored under the model it produced');
+    assert.is.not(summary.globalModelId, seed);
+    const trail = await fed.reducer.store.trail();
+    assert.match(trail.at(-1)!.strategy, /^median\+fedadam:lr=0.5/);
+  } finally {
+    await fed.close();
+  }
+});
+
+test('an unknown strategy is refused before the session starts', async () => {
+  const fed = await startFederation({ combiners: 1, clients: [toyTask({ target: targets[0]!, numExamples: 1 })], strict: false });
+  try {
+    await fed.ready();
+    await fed.reducer.seed({ layout: toyLayout(SIZE), data: new Float32Array(SIZE) });
+    assert.throws(() => fed.reducer.start({ sessionId: 'x', rounds: 1, strategy: 'fedavgg' }), /unknown strategy/);
+    assert.is(fed.reducer.actor.getSnapshot().value, 'seeded');
+  } finally {
+    await fed.close();
+  }
+});
+
 test.run();

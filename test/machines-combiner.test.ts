@@ -161,7 +161,7 @@ test('round ends when every selected client reported: folds each update, aggrega
   await r.h.flush();
   assert.is(r.h.state(), 'collecting');
   assert.equal(r.stage.last().input, { modelId: MODEL, from: REDUCER });
-  assert.equal(r.begun, [{ sessionId: SESSION, round: 1, size: SIZE, strategy: 'fedavg' }]);
+  assert.equal(r.begun, [{ sessionId: SESSION, round: 1, size: SIZE, strategy: 'fedavg', expected: 3 }]);
   const tasks = r.h.sent('TrainTask');
   assert.equal(
     tasks.map((t) => t.taskId),

@@ -9,7 +9,7 @@ import { FedError } from '../errors.ts';
 import { decodeModel, encodeModel } from '../model/codec.ts';
 import type { Layout } from '../model/params.ts';
 import type { Accumulator } from '../strategies/types.ts';
-import { resolveCombinerStrategy } from './strategy.ts';
+import { planFor } from './strategy.ts';
 import { hostMachine, type Hosted, type HostOptions } from './host.ts';
 import type { Node } from './node.ts';
 
@@ -46,8 +46,10 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
   const { node } = opts;
   const address = `combiner/${opts.name}`;
   const reducer = opts.reducer ?? 'reducer/main';
-  const accumulators = new Map<string, { acc: Accumulator; layout?: Layout }>();
-  const staged = new Map<string, Layout>(); // model id -> layout, for the rounds in flight
+  const accumulators = new Map<string, { acc: Accumulator }>();
+  // The round's global model: its layout shapes the combiner model, its values are the base that
+  // delta-based strategies (DP-FedAvg) measure updates against.
+  let staged: { modelId: string; layout: Layout; data: Float32Array } | undefined;
   const keyOf = (p: { sessionId: string; round: number }): string => `${p.sessionId}#${p.round}`;
   let lastOutput: string | undefined;
 
@@ -55,20 +57,18 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
     actors: {
       stageModel: fromPromise(async ({ input }) => {
         const bytes = await node.fetchBlob(input.from, input.modelId);
-        const params = decodeModel(bytes);
-        for (const old of staged.keys()) if (old !== input.modelId) node.blobs.delete(old);
-        staged.clear();
+        const params = decodeModel(bytes, { copy: true });
+        if (staged && staged.modelId !== input.modelId) await node.blobs.delete(staged.modelId);
         await node.blobs.put(bytes);
-        staged.set(input.modelId, params.layout);
+        staged = { modelId: input.modelId, layout: params.layout, data: params.data };
         return { size: params.data.length, layoutKey: layoutKey(params.layout) };
       }),
       aggregate: fromPromise(async ({ input }) => {
         const started = performance.now();
         const entry = accumulators.get(keyOf(input));
         if (!entry) throw new FedError('internal', `no accumulator for round ${input.round}`);
-        const layout = [...staged.values()][0];
-        if (!layout) throw new FedError('internal', 'no staged model layout');
-        const bytes = encodeModel({ layout, data: entry.acc.finish() });
+        if (!staged) throw new FedError('internal', 'no staged model layout');
+        const bytes = encodeModel({ layout: staged.layout, data: entry.acc.finish() });
         if (lastOutput) node.blobs.delete(lastOutput);
         const modelId = await node.blobs.put(bytes);
         lastOutput = modelId;
@@ -99,7 +99,7 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
     },
     actions: {
       beginAggregation: (_, p: AggregationBegin) => {
-        accumulators.set(keyOf(p), { acc: resolveCombinerStrategy(p.strategy).begin({ size: p.size }) });
+        accumulators.set(keyOf(p), { acc: planFor(p.strategy).combiner.begin({ size: p.size, base: staged?.data, expected: p.expected }) });
       },
       foldUpdate: (_, p) => {
         accumulators.get(keyOf(p))?.acc.add(p.data, p.weight);

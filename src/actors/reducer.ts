@@ -13,7 +13,8 @@ import type { BlobStore } from './blobs.ts';
 import { hostMachine, type HostOptions } from './host.ts';
 import { Node, type NodeOptions } from './node.ts';
 import type { Transport } from '../transport/types.ts';
-import { resolveReducerStrategy } from './strategy.ts';
+import { planFor } from './strategy.ts';
+import type { ServerOptimizerState } from '../strategies/server-optimizers.ts';
 
 export interface ReducerOptions {
   transport: Transport;
@@ -70,6 +71,7 @@ export function storeBlobs(store: Store): BlobStore {
 }
 
 const SESSION_KEY = 'reducer/session';
+const OPTIMIZER_KEY = 'server-optimizer/';
 
 interface PersistedSession {
   id: string;
@@ -118,21 +120,31 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
   const logic = reducerMachine.provide({
     actors: {
       reduce: fromPromise(async ({ input }) => {
-        const strategy = resolveReducerStrategy('fedavg');
-        let acc: ReturnType<typeof strategy.begin> | undefined;
+        const session = hosted.actor.getSnapshot().context.session;
+        const plan = planFor(session?.strategy ?? 'fedavg');
+        let acc: ReturnType<typeof plan.reducer.begin> | undefined;
         let layout: Params['layout'] | undefined;
         for (const report of input.reports) {
           const model = decodeModel(await node.fetchBlob(report.combiner, report.modelId));
           if (!layout) {
             layout = model.layout;
-            acc = strategy.begin({ size: model.data.length });
+            acc = plan.reducer.begin({ size: model.data.length, expected: input.reports.length });
           } else if (!sameLayout(layout, model.layout)) {
             throw new FedError('wrong-shape', `combiner model ${report.modelId.slice(0, 12)} has a different layout`);
           }
+          // weighted by the combiner's total number of examples: hierarchical FedAvg equals flat FedAvg
           acc!.add(model.data, report.totalWeight);
         }
         if (!acc || !layout) throw new FedError('bad-weight', 'no combiner models to reduce');
-        const modelId = await store.putBlob(encodeModel({ layout, data: acc.finish() }));
+        const globalBytes = await store.getBlob(input.globalModelId);
+        if (!globalBytes) throw new FedError('not-found', `global model ${input.globalModelId} not in store`);
+        const global = decodeModel(globalBytes);
+        // Server optimizer state belongs to the global model it produced, so a round that fails after
+        // this point (or a crash before the commit) never advances it.
+        const state = await store.getState<ServerOptimizerState>(`${OPTIMIZER_KEY}${input.globalModelId}`);
+        const step = plan.server.step(global.data, acc.finish(), state);
+        const modelId = await store.putBlob(encodeModel({ layout, data: step.params }));
+        if (plan.server.name !== 'fedavg') await store.putState(`${OPTIMIZER_KEY}${modelId}`, step.state);
         return { modelId };
       }),
       commit: fromPromise(async ({ input }) => {
@@ -141,7 +153,7 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
           parentModelId: input.parentModelId,
           sessionId: input.session.sessionId,
           round: input.round,
-          strategy: input.session.combinerStrategy || 'fedavg',
+          strategy: planFor(input.session.strategy).spec,
           metrics: Object.fromEntries(Object.entries(input.metrics).filter(([, v]) => Number.isFinite(v))),
         });
       }),
@@ -201,7 +213,9 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
     seedBytes,
     start: (config) => {
       const sessionId = config.sessionId ?? `s-${Date.now().toString(36)}`;
-      const session = { ...defaultSessionConfig(sessionId), ...config, sessionId };
+      const base = { ...defaultSessionConfig(sessionId), ...config, sessionId };
+      const plan = planFor(base.strategy); // refuses an unknown or malformed spec before anything starts
+      const session: SessionConfig = { ...base, strategy: plan.spec, proximalMu: plan.clientSettings.proximalMu ?? base.proximalMu };
       const record: PersistedSession = { id: sessionId, config: session, status: 'running', committed: 0, roundNo: 0, seedModelId: hosted.actor.getSnapshot().context.globalModelId };
       // Written before the machine starts so a crash right after still resumes the session.
       persist(async () => {

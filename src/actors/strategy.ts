@@ -1,14 +1,15 @@
-// Resolves the strategy names a session names to implementations from src/strategies.
-import { FedError } from '../errors.ts';
-import { fedAvg } from '../strategies/fedavg.ts';
-import type { AggregationStrategy } from '../strategies/types.ts';
+// Aggregation plans by spec (e.g. "fedavg", "trimmedmean:beta=0.1+fedadam"): parsed and validated once,
+// then shared by every round that names the same spec.
+import { createPlan, type AggregationPlan } from '../strategies/registry.ts';
 
-export function resolveCombinerStrategy(spec: string): AggregationStrategy {
-  if (spec === '' || spec === 'fedavg') return fedAvg;
-  throw new FedError('config', `unknown combiner strategy "${spec}"`);
-}
+const plans = new Map<string, AggregationPlan>();
 
-export function resolveReducerStrategy(spec: string): AggregationStrategy {
-  if (spec === '' || spec === 'fedavg') return fedAvg;
-  throw new FedError('config', `unknown reducer strategy "${spec}"`);
+export function planFor(spec: string): AggregationPlan {
+  const key = spec.trim() || 'fedavg';
+  let plan = plans.get(key);
+  if (!plan) {
+    plan = createPlan(key);
+    plans.set(key, plan);
+  }
+  return plan;
 }

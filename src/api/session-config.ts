@@ -2,6 +2,7 @@
 // must be known and every value of the right type and range; a typo is an error, never ignored.
 import { defaultSessionConfig, type SessionConfig } from '../../machines/reducer.ts';
 import { FedError } from '../errors.ts';
+import { createPlan } from '../strategies/registry.ts';
 
 type Rule = { kind: 'int' | 'number' | 'bool' | 'string'; min?: number; max?: number };
 
@@ -20,7 +21,7 @@ const rules: Record<keyof SessionConfig, Rule> = {
   learningRate: { kind: 'number', min: 0 },
   proximalMu: { kind: 'number', min: 0 },
   seed: { kind: 'int', min: 0, max: 2 ** 32 - 1 },
-  combinerStrategy: { kind: 'string' },
+  strategy: { kind: 'string' },
   validate: { kind: 'bool' },
   quorumTimeoutMs: { kind: 'int', min: 0 },
   maxConsecutiveFailures: { kind: 'int', min: 1 },
@@ -38,6 +39,7 @@ export function checkSessionField(key: string, value: unknown): SessionConfig[ke
   if (rule.kind === 'string') {
     if (typeof value !== 'string' || value.length > 200) throw new FedError('config', `${key} must be a string (at most 200 characters)`);
     if (key === 'sessionId' && value !== '' && !/^[A-Za-z0-9._-]+$/.test(value)) throw new FedError('config', 'sessionId may hold letters, digits, ".", "_" and "-" only');
+    if (key === 'strategy') createPlan(value); // throws FedError('config') naming the valid strategies
     return value;
   }
   if (typeof value !== 'number' || !Number.isFinite(value)) throw new FedError('config', `${key} must be a finite number`);

@@ -91,7 +91,7 @@ export interface RoundConfig {
   learningRate: number;
   proximalMu: number;
   seed: number;
-  combinerStrategy: string;
+  strategy: string;
 }
 
 export interface StartRound {
