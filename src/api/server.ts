@@ -2,6 +2,7 @@
 // for the CLI, scripts and the dashboard. Every write needs the admin token.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { timingSafeEqual } from 'node:crypto';
 import { FedError, errorMessage, isFedError, type ErrorCode } from '../errors.ts';
 
@@ -23,13 +24,54 @@ export type Reply =
 
 export type Handler = (req: Request) => Promise<Reply> | Reply;
 
+/** A JSON Schema (the OpenAPI 3.0 dialect) for documenting bodies and parameters. */
+export interface JsonSchema {
+  type?: 'object' | 'array' | 'string' | 'number' | 'integer' | 'boolean';
+  properties?: Record<string, JsonSchema>;
+  required?: string[];
+  additionalProperties?: boolean | JsonSchema;
+  items?: JsonSchema;
+  enum?: Array<string | number>;
+  $ref?: string;
+  nullable?: boolean;
+  oneOf?: JsonSchema[];
+  format?: string;
+  minimum?: number;
+  maximum?: number;
+  pattern?: string;
+  description?: string;
+  default?: unknown;
+}
+
+export interface QueryDoc {
+  description: string;
+  schema: JsonSchema;
+  required?: boolean;
+}
+
+/** What the OpenAPI document says about a route; query keys not listed here are refused. */
+export interface RouteDoc {
+  summary: string;
+  description?: string;
+  tags?: string[];
+  params?: Record<string, string>;
+  query?: Record<string, QueryDoc>;
+  body?: { contentType: string; schema: JsonSchema; description?: string };
+  /** Status code -> response. Error statuses without a schema get the shared Error schema. */
+  responses: Record<number, { description: string; contentType?: string; schema?: JsonSchema }>;
+}
+
 interface Route {
   method: Method;
+  path: string;
   pattern: RegExp;
   keys: string[];
   handler: Handler;
   write: boolean;
+  doc?: RouteDoc;
 }
+
+export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 
 export const statusOf: Partial<Record<ErrorCode, number>> = {
   malformed: 400,
@@ -54,12 +96,13 @@ export interface ApiOptions {
 
 export class ApiServer {
   private readonly routes: Route[] = [];
+  private readonly upgrades = new Map<string, UpgradeHandler>();
   private server: Server | undefined;
 
   constructor(private readonly opts: ApiOptions = {}) {}
 
   /** Registers a route; `:name` segments become params. Non-GET routes require the admin token. */
-  route(method: Method, path: string, handler: Handler): this {
+  route(method: Method, path: string, handler: Handler, doc?: RouteDoc): this {
     const keys: string[] = [];
     const pattern = new RegExp(
       `^${path.replace(/:([a-zA-Z]+)/g, (_, k: string) => {
@@ -67,16 +110,31 @@ export class ApiServer {
         return '([^/]+)';
       })}/?$`,
     );
-    this.routes.push({ method, pattern, keys, handler, write: method !== 'GET' });
+    this.routes.push({ method, path, pattern, keys, handler, write: method !== 'GET', doc });
     return this;
   }
 
-  get routeList(): Array<{ method: Method; path: string }> {
-    return this.routes.map((r) => ({ method: r.method, path: r.pattern.source }));
+  /** Routes in registration order: method, path template (":name" params), whether it writes, its doc. */
+  get routeList(): Array<{ method: Method; path: string; write: boolean; doc?: RouteDoc }> {
+    return this.routes.map((r) => ({ method: r.method, path: r.path, write: r.write, doc: r.doc }));
+  }
+
+  /** Takes HTTP upgrades (WebSocket) on an exact path. */
+  upgrade(path: string, handler: UpgradeHandler): this {
+    this.upgrades.set(path, handler);
+    return this;
   }
 
   async listen(port: number, host = '127.0.0.1'): Promise<string> {
     this.server = createServer((req, res) => void this.handle(req, res));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const handler = this.upgrades.get(new URL(req.url ?? '/', 'http://localhost').pathname);
+      if (!handler) {
+        socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\n\r\n');
+        return;
+      }
+      handler(req, socket, head);
+    });
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(port, host, () => resolve());
@@ -119,7 +177,16 @@ export class ApiServer {
           continue;
         }
         if (route.write && !this.authorized(req)) throw new FedError('unauthenticated', 'admin token required (Authorization: Bearer <token>)');
-        const params = Object.fromEntries(route.keys.map((k, i) => [k, decodeURIComponent(m[i + 1]!)]));
+        const params = Object.fromEntries(route.keys.map((k, i) => [k, decodeParam(m[i + 1]!)]));
+        if (route.doc) {
+          const known = route.doc.query ?? {};
+          for (const key of url.searchParams.keys()) {
+            if (!Object.hasOwn(known, key)) {
+              const names = Object.keys(known);
+              throw new FedError('config', `unknown query parameter "${key}"${names.length ? `; known: ${names.join(', ')}` : ''}`);
+            }
+          }
+        }
         let cached: Buffer | undefined;
         const body = async (): Promise<Buffer> => (cached ??= await readBody(req, this.opts.maxBodyBytes ?? 512 * 1024 * 1024));
         const reply = await route.handler({
@@ -149,6 +216,14 @@ export class ApiServer {
       const headers: Record<string, string> = status === 401 ? { 'www-authenticate': 'Bearer' } : {};
       return send(res, { status, json: { error: code, message: isFedError(e) ? e.message : errorMessage(e) }, headers });
     }
+  }
+}
+
+function decodeParam(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new FedError('malformed', `bad percent-encoding in "${raw}"`);
   }
 }
 
