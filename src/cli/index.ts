@@ -7,6 +7,7 @@ import { seedCommand } from './seed.ts';
 import { startCommand } from './start.ts';
 import { statusCommand } from './status.ts';
 import { stopCommand } from './stop.ts';
+import { inspectCommand } from './inspect.ts';
 import type { Command } from './types.ts';
 
 export const commands: Command[] = [
@@ -18,4 +19,5 @@ export const commands: Command[] = [
   startCommand,
   statusCommand,
   stopCommand,
+  inspectCommand,
 ];
