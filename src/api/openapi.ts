@@ -206,7 +206,8 @@ function operation(method: string, path: string, write: boolean, doc: RouteDoc |
   const responses: Record<string, unknown> = {};
   const codes = { ...d.responses } as RouteDoc['responses'];
   if (write) codes[401] ??= { description: 'missing or wrong admin token' };
-  if (parameters.some((p) => (p as { in: string }).in === 'query') || d.body) codes[400] ??= { description: 'bad input' };
+  // Every documented route refuses unknown query parameters, so 400 is always possible.
+  codes[400] ??= { description: 'bad input: unknown query parameter, malformed body or parameter' };
   for (const [code, r] of Object.entries(codes)) {
     const status = Number(code);
     const schema = r.schema ?? (status >= 400 ? ref('Error') : undefined);
@@ -282,4 +283,16 @@ export function checkSchema(value: unknown, schema: JsonSchema, at = '$', all: R
   }
   if (schema.enum && !schema.enum.includes(value as string | number)) problems.push(`${at}: ${String(value)} not in ${schema.enum.join('|')}`);
   return problems;
+}
+
+/**
+ * The schema the document gives for an answer of `status` from `method path` (a concrete path), or
+ * undefined when the route or status is not documented. Error statuses fall back to Error.
+ */
+export function responseSchema(api: ApiServer, method: string, path: string, status: number): { route: boolean; documented: boolean; schema: JsonSchema | undefined } {
+  const route = api.routeList.find((r) => r.method === method && new RegExp(`^${r.path.replace(/:[a-zA-Z]+/g, '[^/]+')}/?$`).test(path));
+  const doc = route?.doc?.responses[status];
+  // The router adds these for every route: 401 on writes, 400 for bad query/body, 405 and 404 for unknown routes.
+  const implicit = status === 405 || status === 404 || status === 400 || (status === 401 && !!route?.write);
+  return { route: !!route, documented: !!doc || (status >= 400 && implicit), schema: doc?.schema ?? (status >= 400 ? schemas.Error : undefined) };
 }
