@@ -7,7 +7,7 @@
 // Holds every update (not streaming): memory count x size x 4 bytes, bounded by ctx.expected.
 import type { Accumulator, AggregationContext, AggregationStrategy } from './types.ts';
 import { UpdateStore } from './buffered.ts';
-import { columnwise, medianOf } from './kernels/select.ts';
+import { columnwise } from './kernels/select.ts';
 import { nothingAdded } from './validate.ts';
 
 export class MedianAccumulator implements Accumulator {
@@ -31,7 +31,7 @@ export class MedianAccumulator implements Accumulator {
 
   finish(): Float32Array {
     if (this.store.count === 0) throw nothingAdded('median');
-    return columnwise(this.store.rows, this.store.size, medianOf);
+    return columnwise(this.store.rows, this.store.size, { kind: 'median' });
   }
 }
 

@@ -9,7 +9,7 @@
 import { FedError } from '../errors.ts';
 import type { Accumulator, AggregationContext, AggregationStrategy } from './types.ts';
 import { UpdateStore } from './buffered.ts';
-import { columnwise, trimmedMeanOf } from './kernels/select.ts';
+import { columnwise } from './kernels/select.ts';
 import { nothingAdded } from './validate.ts';
 
 export interface TrimmedMeanOptions {
@@ -51,7 +51,7 @@ export class TrimmedMeanAccumulator implements Accumulator {
     const n = this.store.count;
     if (n === 0) throw nothingAdded('trimmedmean');
     const trim = trimCount(n, this.beta);
-    return columnwise(this.store.rows, this.store.size, (a, off, len) => trimmedMeanOf(a, off, len, trim));
+    return columnwise(this.store.rows, this.store.size, { kind: 'trimmed', trim });
   }
 }
 
