@@ -7,10 +7,15 @@ import { layoutChart, renderSvg, type ElkLike } from '../api/dashboard/statechar
 import { parseFlags } from '../util/args.ts';
 import type { Command } from './types.ts';
 
-/** Mermaid state ids: the path below the machine, dots replaced (Mermaid ids are global and plain). */
-export const mermaidId = (graph: MachineGraph, id: string): string => id.slice(graph.id.length + 1).replace(/[^A-Za-z0-9_]/g, '_');
+/**
+ * Mermaid state ids: the path below the machine with dots replaced (Mermaid ids are global and plain);
+ * the machine's root is a composite state named after the machine, so transitions the root itself
+ * takes (from any state, like the client's STOP) have a source to be drawn from.
+ */
+export const mermaidId = (graph: MachineGraph, id: string): string => (id === graph.root ? graph.id : id.slice(graph.id.length + 1)).replace(/[^A-Za-z0-9_]/g, '_');
 
 const clean = (s: string): string => s.replace(/[;\n]/g, ' ');
+const ROOT_HOME = '';
 
 export function toMermaid(graph: MachineGraph): string {
   const byId = new Map(graph.nodes.map((n) => [n.id, n]));
@@ -23,7 +28,7 @@ export function toMermaid(graph: MachineGraph): string {
   const home = (source: string, target: string): string => {
     const a = ancestors(source).slice(1);
     const b = new Set(ancestors(target).slice(1));
-    return a.find((x) => b.has(x)) ?? graph.root;
+    return a.find((x) => b.has(x)) ?? ROOT_HOME;
   };
   const edgesIn = new Map<string, string[]>();
   for (const e of graph.edges) {
@@ -32,8 +37,6 @@ export function toMermaid(graph: MachineGraph): string {
     edgesIn.set(h, [...(edgesIn.get(h) ?? []), `${mermaidId(graph, e.source)} --> ${mermaidId(graph, e.target)} : ${label}`]);
   }
   const lines = ['stateDiagram-v2'];
-  const root = byId.get(graph.root)!;
-  if (root.internal.length) lines.push(`  %% ${graph.id} handles without changing state: ${root.internal.map((i) => clean(i.event + (i.guard ? ` [${i.guard}]` : ''))).join(', ')}`);
   const block = (n: GraphNode, indent: string): void => {
     if (n.initial) lines.push(`${indent}[*] --> ${mermaidId(graph, n.initial)}`);
     for (const cid of n.children) {
@@ -51,7 +54,14 @@ export function toMermaid(graph: MachineGraph): string {
     }
     for (const e of edgesIn.get(n.id) ?? []) lines.push(`${indent}${e}`);
   };
-  block(root, '  ');
+  const root = byId.get(graph.root)!;
+  const rid = mermaidId(graph, root.id);
+  lines.push(`  [*] --> ${rid}`, `  state "${graph.id}" as ${rid}`);
+  for (const i of root.internal) lines.push(`  ${rid} : on ${clean(i.event)}${i.guard ? ` [${clean(i.guard)}]` : ''}`);
+  lines.push(`  state ${rid} {`);
+  block(root, '    ');
+  lines.push('  }');
+  for (const e of edgesIn.get(ROOT_HOME) ?? []) lines.push(`  ${e}`);
   return `${lines.join('\n')}\n`;
 }
 
