@@ -12,7 +12,8 @@
 //                        loop acc[i] += w * (double)x[i]: the like-for-like comparison of the fold.
 //   fedavgCopyRatio      the same through add() of ordinary JS Float32Arrays, which copies each update into
 //                        wasm memory first (that copy alone costs most of the C loop's time).
-//   fedavgJsRatio        the JS fallback kernel vs the same C loop.
+//   fedavgJsRatio        the JS fallback kernel (checks, then folds) vs the same C loop.
+//   plainJsRatio         calibration: the bare JS loop acc[i] += w * x[i] (no checks) vs the same C loop.
 //   medianRatio, trimmedMeanRatio (beta 0.1): vs C running the same algorithm (blocked transpose +
 //                        quickselect, bench/native/aggregate.c), not vs the FedAvg loop.
 // Checksums of every result are compared between the two sides.
@@ -119,6 +120,22 @@ function fedavgZeroCopy(xs: Float32Array[]): { ms: number; out: Float32Array } {
   return { ms, out };
 }
 
+function plainJs(xs: Float32Array[]): { ms: number; out: Float32Array } {
+  let out: Float32Array = new Float32Array(0);
+  const ms = time(() => {
+    const acc = new Float64Array(P);
+    let total = 0;
+    xs.forEach((x, k) => {
+      const w = weight(k);
+      total += w;
+      for (let i = 0; i < P; i++) acc[i]! += w * x[i]!;
+    });
+    out = new Float32Array(P);
+    for (let i = 0; i < P; i++) out[i] = acc[i]! / total;
+  });
+  return { ms, out };
+}
+
 function buffered(xs: Float32Array[], strategy: AggregationStrategy): { ms: number; out: Float32Array } {
   let out: Float32Array = new Float32Array(0);
   const ms = time(() => {
@@ -213,6 +230,7 @@ try {
       keep('fedavgZeroCopy', fedavgZeroCopy(xs));
     }
     keep('fedavgJs', fedavgCopy(xs, 'js'));
+    keep('plainJs', plainJs(xs));
     keep('median', buffered(xs, createMedian()));
     keep('trimmedMean', buffered(xs, createTrimmedMean({ beta: 0.1 })));
   }
@@ -231,6 +249,7 @@ const result = {
   fedavgRatio: ratio(cBest?.fedavgNaiveMs, best.fedavgZeroCopy),
   fedavgCopyRatio: ratio(cBest?.fedavgNaiveMs, best.fedavg),
   fedavgJsRatio: ratio(cBest?.fedavgNaiveMs, best.fedavgJs),
+  plainJsRatio: ratio(cBest?.fedavgNaiveMs, best.plainJs),
   medianRatio: ratio(cBest?.medianMs, best.median),
   trimmedMeanRatio: ratio(cBest?.trimmedMeanMs, best.trimmedMean),
   ms: {
@@ -242,6 +261,7 @@ const result = {
     fedavg: best.fedavg,
     fedavgZeroCopy: best.fedavgZeroCopy,
     fedavgJs: best.fedavgJs,
+    plainJs: best.plainJs,
     median: best.median,
     trimmedMean: best.trimmedMean,
   },
@@ -260,6 +280,7 @@ console.log('                         C ms   TS ms   ratio (C/TS)   checksum');
 console.log(`fedavg (zero-copy)    ${f(cBest?.fedavgNaiveMs).padStart(7)} ${f(best.fedavgZeroCopy).padStart(7)}   ${f(result.fedavgRatio, 3).padStart(6)}         ${result.checksumsAgree.fedavgZeroCopy}`);
 console.log(`fedavg add() copying  ${f(cBest?.fedavgNaiveMs).padStart(7)} ${f(best.fedavg).padStart(7)}   ${f(result.fedavgCopyRatio, 3).padStart(6)}         ${result.checksumsAgree.fedavg}`);
 console.log(`fedavg JS fallback    ${f(cBest?.fedavgNaiveMs).padStart(7)} ${f(best.fedavgJs).padStart(7)}   ${f(result.fedavgJsRatio, 3).padStart(6)}`);
+console.log(`plain JS loop         ${f(cBest?.fedavgNaiveMs).padStart(7)} ${f(best.plainJs).padStart(7)}   ${f(result.plainJsRatio, 3).padStart(6)}         (calibration)`);
 console.log(`median                ${f(cBest?.medianMs).padStart(7)} ${f(best.median).padStart(7)}   ${f(result.medianRatio, 3).padStart(6)}         ${result.checksumsAgree.median}`);
 console.log(`trimmed mean 0.1      ${f(cBest?.trimmedMeanMs).padStart(7)} ${f(best.trimmedMean).padStart(7)}   ${f(result.trimmedMeanRatio, 3).padStart(6)}         ${result.checksumsAgree.trimmedMean}`);
 console.log(`C, other FedAvg loops: blocked like the wasm kernel ${f(cBest?.fedavgBlockedMs)} ms, Float32 running mean ${f(cBest?.fedavgF32IncMs)} ms`);
