@@ -8,6 +8,7 @@ import { createKrum, createMultiKrum, krumSelect, KrumAccumulator } from '../src
 import { weightedMean } from '../src/strategies/fedavg.ts';
 import { medianOf, selectInPlace } from '../src/strategies/kernels/select.ts';
 import type { AggregationStrategy } from '../src/strategies/types.ts';
+import { createStrategy } from '../src/strategies/registry.ts';
 import { isFedError, type ErrorCode } from '../src/errors.ts';
 
 const f32 = fc.float({ min: -1000, max: 1000, noNaN: true, noDefaultInfinity: true });
@@ -173,6 +174,39 @@ test('buffered strategies refuse bad input without keeping it, and bound their m
     assert.equal(acc.finish(), Float32Array.of(1, 2, 3));
     expectCode('bad-weight', () => make().begin({ size: 3 }).finish());
   }
+});
+
+test('buffered strategies: stage() hands out a buffer that add() keeps without copying', () => {
+  for (const make of [createMedian, () => createTrimmedMean({ beta: 0 }), () => createKrum({ f: 0 })]) {
+    const acc = make().begin({ size: 2, expected: 3 });
+    const values = [Float32Array.of(1, 5), Float32Array.of(2, 6), Float32Array.of(3, 7)];
+    const staged = values.map((v) => {
+      const buf = acc.stage!();
+      assert.is(buf.length, 2);
+      buf.set(v);
+      acc.add(buf, 1);
+      return buf;
+    });
+    const want = run(make(), values);
+    assert.equal(acc.finish(), want);
+    // adopted, not copied: the stored rows are the staged buffers themselves
+    staged.forEach((b) => b.fill(100));
+    assert.equal(acc.finish(), Float32Array.of(100, 100));
+    // an ordinary array is still copied
+    const other = make().begin({ size: 2 });
+    const own = Float32Array.of(4, 4);
+    other.add(own, 1);
+    own.fill(9);
+    assert.equal(other.finish(), Float32Array.of(4, 4));
+  }
+});
+
+test('ctx.stageSlots reaches FedAvg through the registry', () => {
+  const acc = createStrategy('fedavg').begin({ size: 3, stageSlots: 1 });
+  const slot = acc.stage!(0);
+  slot.set([1, 2, 3]);
+  acc.add(slot, 2);
+  assert.equal(acc.finish(), Float32Array.of(1, 2, 3));
 });
 
 // ---- Krum ----

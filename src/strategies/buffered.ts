@@ -12,6 +12,8 @@ export class UpdateStore {
   readonly weights: number[] = [];
   readonly capacity: number;
   private total = 0;
+  // buffers handed out by stage() and not yet added: add() adopts these instead of copying them
+  private readonly staged = new WeakSet<Float32Array>();
 
   constructor(
     readonly size: number,
@@ -37,6 +39,13 @@ export class UpdateStore {
     return this.rows.length * this.size * 4;
   }
 
+  /** A fresh buffer for the next update; add() keeps it as the stored row instead of copying. */
+  stage(): Float32Array {
+    const buf = new Float32Array(this.size);
+    this.staged.add(buf);
+    return buf;
+  }
+
   add(update: Float32Array, weight: number): void {
     checkUpdate(update, weight, this.size);
     if (this.rows.length >= this.capacity) {
@@ -44,8 +53,9 @@ export class UpdateStore {
     }
     const total = this.total + weight;
     if (total === Infinity) throw new FedError('bad-weight', `total weight overflows with weight ${weight}`);
-    // a copy: the caller may reuse its buffer
-    this.rows.push(update.slice());
+    // a copy unless it is a staged buffer: the caller may reuse its own buffer
+    const adopt = this.staged.delete(update);
+    this.rows.push(adopt ? update : update.slice());
     this.weights.push(weight);
     this.total = total;
   }

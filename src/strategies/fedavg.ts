@@ -79,7 +79,7 @@ export function createFedAvg(options: FedAvgOptions = {}): AggregationStrategy {
   return {
     name: 'fedavg',
     streaming: true,
-    begin: (ctx: AggregationContext) => new FedAvgAccumulator(ctx.size, options),
+    begin: (ctx: AggregationContext) => new FedAvgAccumulator(ctx.size, { ...options, stageSlots: ctx.stageSlots ?? options.stageSlots }),
   };
 }
 

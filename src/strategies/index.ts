@@ -1,8 +1,12 @@
 // Public entry point of the strategies package. Combiner and reducer code should only need:
-//   const plan = createPlan('trimmedmean:beta=0.1+fedadam:lr=0.01');
-//   combiner: const acc = plan.combiner.begin({ size, base, expected }); acc.add(update, numExamples); acc.finish(), acc.totalWeight
+//   const plan = createPlan('trimmedmean:beta=0.1+fedadam:lr=0.01');   // from --strategy
+//   combiner: const acc = plan.combiner.begin({ size, base, expected, stageSlots: 1 });
+//             acc.add(update, numExamples)          // or, zero-copy: decode into acc.stage?.() and add that
+//             acc.finish(), acc.totalWeight          // -> the combiner model and its weight for the reducer
 //   reducer:  const acc = plan.reducer.begin({ size }); acc.add(combinerModel, combinerTotalWeight);
 //             const { params, state } = plan.server.step(previousGlobal, acc.finish(), persistedState);
+//   clients:  plan.clientSettings (FedProx's proximalMu)
+// base (the round's global model) is required by dpfedavg; expected bounds buffered strategies' memory.
 export type { Accumulator, AggregationContext, AggregationStrategy, ServerOptimizer } from './types.ts';
 export {
   createPlan,

@@ -101,6 +101,11 @@ export class KrumAccumulator implements Accumulator {
     this.store.add(update, weight);
   }
 
+  /** A buffer to write the next update into; add() keeps it without copying. One buffer per update. */
+  stage(): Float32Array {
+    return this.store.stage();
+  }
+
   finish(): Float32Array {
     const { rows, size } = this.store;
     if (rows.length === 0) throw nothingAdded(this.label);

@@ -29,6 +29,11 @@ export class MedianAccumulator implements Accumulator {
     this.store.add(update, weight);
   }
 
+  /** A buffer to write the next update into; add() keeps it without copying. One buffer per update. */
+  stage(): Float32Array {
+    return this.store.stage();
+  }
+
   finish(): Float32Array {
     if (this.store.count === 0) throw nothingAdded('median');
     return columnwise(this.store.rows, this.store.size, { kind: 'median' });

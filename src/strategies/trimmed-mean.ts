@@ -47,6 +47,11 @@ export class TrimmedMeanAccumulator implements Accumulator {
     this.store.add(update, weight);
   }
 
+  /** A buffer to write the next update into; add() keeps it without copying. One buffer per update. */
+  stage(): Float32Array {
+    return this.store.stage();
+  }
+
   finish(): Float32Array {
     const n = this.store.count;
     if (n === 0) throw nothingAdded('trimmedmean');

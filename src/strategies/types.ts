@@ -9,6 +9,14 @@ export interface Accumulator {
   readonly totalWeight: number;
   /** The aggregate of everything added. Throws FedError('bad-weight') when nothing (or no weight) was added. */
   finish(): Float32Array;
+  /**
+   * Optional zero-copy input: a buffer of `size` floats to write the next update into (e.g. decode the
+   * model bytes straight into it) and then pass to add(), which skips its defensive copy.
+   * FedAvg: slot `slot` (0 <= slot < ctx.stageSlots) inside the wasm kernel's memory, reusable as soon
+   * as add() returns. Buffered strategies (median, trimmed mean, Krum): a fresh buffer per call that
+   * add() keeps as the stored row, so do not write to it after add().
+   */
+  stage?(slot?: number): Float32Array;
 }
 
 export interface AggregationContext {
@@ -18,6 +26,8 @@ export interface AggregationContext {
   base?: Float32Array;
   /** Upper bound on the number of updates, for strategies that must hold all of them. */
   expected?: number;
+  /** Zero-copy stage slots to reserve (Accumulator.stage); strategies without the notion ignore it. */
+  stageSlots?: number;
 }
 
 export interface AggregationStrategy {
