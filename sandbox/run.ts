@@ -12,6 +12,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startFederation } from '../src/actors/federation.ts';
+import { sandboxDashboard, type SandboxDashboard } from '../src/api/dashboard.ts';
 import { FedError, errorMessage } from '../src/errors.ts';
 import { loadMnist, subset } from '../src/data/mnist.ts';
 import { partition } from '../src/data/partition.ts';
@@ -42,6 +43,8 @@ const flags = {
   out: { type: 'string', default: 'out', help: 'directory for the accuracy plot' },
   strict: { type: 'boolean', default: true, help: 'round-trip every frame through the wire codec (inproc)' },
   json: { type: 'boolean', default: false, help: 'last stdout line is one JSON summary' },
+  dashboard: { type: 'boolean', default: false, help: 'serve the dashboard during the run and keep it up after the session until Ctrl-C' },
+  'dashboard-port': { type: 'number', default: 8090, min: 0, max: 65535, integer: true, help: 'port of --dashboard (0: any free port)' },
   help: { type: 'boolean', default: false, help: 'show this help' },
 } satisfies Record<string, FlagSpec>;
 
@@ -76,6 +79,7 @@ async function main(): Promise<void> {
   }
   const transport = (args.transport ?? (args.processes ? 'grpc' : 'inproc')) as 'inproc' | 'grpc' | 'ws';
   if (args.processes && transport === 'inproc') throw new FedError('config', '--processes needs a network transport: --transport grpc or ws (inproc cannot cross processes)');
+  if (args.processes && args.dashboard) throw new FedError('config', '--dashboard is for in-process runs; with --processes the reducer serves the dashboard at its API URL (printed) while the run lasts');
   const say = (line: string): void => {
     (args.json ? process.stderr : process.stdout).write(`${line}\n`);
   };
@@ -178,8 +182,10 @@ async function runInProcess(args: Args, transport: 'inproc' | 'grpc' | 'ws', ses
     // combiners announce to the reducer and the reducer hands to clients in discovery.
     ...(transport === 'inproc' ? {} : { transport: () => createTransport(transport), endpoint: () => `${transport}://127.0.0.1:0` }),
   });
+  let dashboard: SandboxDashboard | undefined;
   try {
     await fed.ready();
+    if (args.dashboard) dashboard = await sandboxDashboard(fed, { port: args.dashboardPort, json: args.json });
     await fed.reducer.seed(getParams(build()));
     let roundStart = performance.now();
     let seen = 0;
@@ -197,7 +203,8 @@ async function runInProcess(args: Args, transport: 'inproc' | 'grpc' | 'ws', ses
     const trail = await verifyTrail(fed.reducer.store);
     return { status: summary.status, failure: summary.failure, trail: trail.ok ? trail : { ok: false, entries: trail.entries, reason: trail.reason } };
   } finally {
-    await fed.close();
+    if (dashboard) dashboard.keepServing(() => fed.close());
+    else await fed.close();
   }
 }
 

@@ -118,3 +118,44 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
     },
   };
 }
+
+export interface SandboxDashboard {
+  url: string;
+  /**
+   * Leaves the dashboard (and, through `close`, the federation) up after the run until SIGINT or
+   * SIGTERM, then closes both and exits with the run's exit code.
+   */
+  keepServing(close: () => Promise<void>): void;
+}
+
+/** The dashboard for a pseudo-distributed run (sandbox/run.ts --dashboard). Port 0 picks a free one. */
+export async function sandboxDashboard(
+  fed: { reducer: ReducerHandle; combiners: Array<{ address: string; actor: AnyActorRef }>; clients: Array<{ address: string; actor: AnyActorRef }> },
+  opts: { port: number; json?: boolean },
+): Promise<SandboxDashboard> {
+  // With --json, stdout's last line is the summary: anything else goes to stderr.
+  const say = (line: string): void => void (opts.json ? process.stderr : process.stdout).write(`${line}\n`);
+  let dash: Dashboard;
+  try {
+    dash = await startDashboard({ reducer: fed.reducer, combiners: fed.combiners, clients: fed.clients, port: opts.port });
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    throw new FedError(code === 'EADDRINUSE' ? 'conflict' : 'config', `cannot serve the dashboard on port ${opts.port}: ${code ?? String(e)} (choose another with --dashboard-port, 0 for any free port)`);
+  }
+  say(`dashboard: ${dash.url}/  (REST API under ${dash.url}/api, metrics at ${dash.url}/metrics)`);
+  return {
+    url: dash.url,
+    keepServing: (close) => {
+      say(`session over; the dashboard keeps serving at ${dash.url}/ until Ctrl-C`);
+      const stop = (): void => {
+        void (async () => {
+          await dash.close();
+          await close();
+          process.exit(process.exitCode ?? 0);
+        })();
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    },
+  };
+}
