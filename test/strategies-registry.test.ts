@@ -59,6 +59,9 @@ test('typed options: createStrategy/createServerOptimizer with options', () => {
   const prox = createStrategy('fedprox', { mu: 0.05 });
   assert.is(prox.proximalMu, 0.05);
   assert.is(createStrategy('fedprox').proximalMu, 0.01);
+  assert.is(createStrategy('fedprox', { proximalMu: 0.2 }).proximalMu, 0.2);
+  configError(() => createStrategy('fedprox', { mu: 0.1, proximalMu: 0.2 }));
+  assert.equal(createPlan('fedprox:proximalMu=0.3').clientSettings, { proximalMu: 0.3 });
   const adam = createServerOptimizer('fedadam', { lr: 0.5, tau: 0.01 });
   assert.is(adam.name, 'fedadam');
   const { state } = adam.step(Float32Array.of(0), Float32Array.of(1), undefined);
@@ -73,7 +76,8 @@ test('typed options: createStrategy/createServerOptimizer with options', () => {
 
 test('parseStrategySpec: CLI flags', () => {
   assert.equal(parseStrategySpec('trimmedmean:beta=0.1'), { level: 'aggregation', name: 'trimmedmean', options: { beta: 0.1 } });
-  assert.equal(parseStrategySpec('fedprox:mu=0.01'), { level: 'aggregation', name: 'fedprox', options: { mu: 0.01, kernel: 'auto' } });
+  assert.equal(parseStrategySpec('fedprox:mu=0.01'), { level: 'aggregation', name: 'fedprox', options: { mu: 0.01, proximalMu: undefined, kernel: 'auto' } });
+  assert.equal(parseStrategySpec('fedprox').options, { mu: undefined, proximalMu: undefined, kernel: 'auto' });
   assert.equal(parseStrategySpec('median'), { level: 'aggregation', name: 'median', options: {} });
   assert.equal(parseStrategySpec('multikrum:f=2'), { level: 'aggregation', name: 'multikrum', options: { f: 2, m: undefined } });
   assert.equal(parseStrategySpec(' FedAdam : lr=0.01, tau=1e-3 '), {

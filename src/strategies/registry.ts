@@ -41,7 +41,11 @@ export const strategyCatalog = {
   fedavg: { doc: 'weighted FedAvg (weights = num_examples), streaming, O(parameters) memory', options: { kernel: kernelOption } },
   fedprox: {
     doc: 'FedAvg aggregation; clients add the proximal term mu/2 ||w - w_global||^2 to their loss (Li et al. 2020)',
-    options: { mu: { type: 'number', doc: 'proximal term weight, passed to clients as proximalMu', default: 0.01, min: 0 }, kernel: kernelOption },
+    options: {
+      mu: { type: 'number', doc: 'proximal term weight, passed to clients as proximalMu; 0.01 when neither is given', min: 0 },
+      proximalMu: { type: 'number', doc: 'same as mu (the name clients see)', min: 0 },
+      kernel: kernelOption,
+    },
   },
   median: { doc: 'coordinate-wise median (unweighted), holds all updates', options: {} },
   trimmedmean: {
@@ -171,6 +175,9 @@ const isServerOptimizerName = (n: string): n is ServerOptimizerName => Object.ha
 const kernelOf = (v: unknown): 'wasm' | 'js' | undefined => (v === 'wasm' || v === 'js' ? v : undefined);
 const num = (v: number | string | undefined): number => v as number;
 
+// Li et al. 2020 sweep mu in {0.001, 0.01, 0.1, 1}; 0.01 is a common middle ground.
+const FEDPROX_DEFAULT_MU = 0.01;
+
 /** FedProx aggregates like FedAvg; the proximal term is the clients' business, read it from here. */
 export interface FedProxStrategy extends AggregationStrategy {
   readonly proximalMu: number;
@@ -190,8 +197,9 @@ export function createStrategy(name: StrategyName, options: Record<string, unkno
     case 'fedavg':
       return createFedAvg({ kernel: kernelOf(o.kernel) });
     case 'fedprox': {
+      if (o.mu !== undefined && o.proximalMu !== undefined) throw new FedError('config', "fedprox: give either 'mu' or 'proximalMu', not both");
       const inner = createFedAvg({ kernel: kernelOf(o.kernel) });
-      const proximalMu = num(o.mu);
+      const proximalMu = num(o.proximalMu ?? o.mu ?? FEDPROX_DEFAULT_MU);
       const fedprox: FedProxStrategy = { name: 'fedprox', streaming: true, proximalMu, begin: (ctx) => inner.begin(ctx) };
       return fedprox;
     }
@@ -320,7 +328,7 @@ export function createPlan(strategy: string | StrategySpec, server?: string | St
   const combiner = createStrategy(combinerSpec.name, combinerSpec.options as never);
   const kernel = kernelOf(combinerSpec.options.kernel);
   const reducer = createStrategy('fedavg', kernel ? { kernel } : {});
-  const clientSettings = combinerSpec.name === 'fedprox' ? { proximalMu: num(combinerSpec.options.mu) } : {};
+  const clientSettings = combiner.name === 'fedprox' ? { proximalMu: (combiner as FedProxStrategy).proximalMu } : {};
   const text = serverSpec.name === 'fedavg' || s.level === 'server' ? formatStrategySpec(s) : `${formatStrategySpec(s)}+${formatStrategySpec(serverSpec)}`;
   return { spec: text, combiner, reducer, server: createServerOptimizer(serverSpec.name, serverSpec.options as never), clientSettings };
 }
