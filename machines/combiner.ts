@@ -5,7 +5,7 @@
 // update is checked before it can touch the aggregate: session, round, sender, duplicate, base
 // model, weight, then (once its bytes arrived) shape and finiteness; each refusal is counted with
 // its reason and acknowledged to the client.
-import { and, assign, emit, enqueueActions, fromCallback, fromPromise, sendTo, setup } from 'xstate';
+import { and, assign, emit, enqueueActions, fromCallback, fromPromise, raise, sendTo, setup } from 'xstate';
 import type { RoundConfig, StartRound } from '../src/protocol/generated.ts';
 import { firstNonFinite } from '../src/model/params.ts';
 import { addMetrics, meanMetrics, outbound, sample, type Inbound, type Outbound, type RejectionReason } from './common.ts';
@@ -184,6 +184,15 @@ function mergeCounts(a: Partial<Record<RejectionReason, number>>, b: Partial<Rec
   return out;
 }
 
+// A StartRound for another round while one is in progress means the reducer has moved on (it was
+// restarted, or timed this combiner out): the current round is cancelled and the new one is taken up
+// once the cancellation is reported (the event is raised again and handled in `idle`).
+const supersede = {
+  guard: 'isOtherRound',
+  target: 'reporting',
+  actions: ['cancelRound', 'reraise'],
+} as const;
+
 export const combinerMachine = setup({
   types: {
     context: {} as CombinerContext,
@@ -326,10 +335,16 @@ export const combinerMachine = setup({
       enqueue.emit(outbound(e.client, { type: 'UpdateAck', taskId: taskIdOf(r, e.client), accepted: false, reason: why }));
     }),
 
+    reraise: raise(({ event }) => event),
+
     failRound: assign(({ context }, params: { reason: string }) => ({ round: { ...context.round!, status: 'failed' as const, failure: params.reason } })),
 
     cancelRound: assign(({ context, event }) => ({
-      round: { ...context.round!, status: 'cancelled' as const, failure: event.type === 'CancelRound' ? event.reason || 'cancelled' : 'cancelled' },
+      round: {
+        ...context.round!,
+        status: 'cancelled' as const,
+        failure: event.type === 'CancelRound' ? event.reason || 'cancelled' : event.type === 'StartRound' ? 'superseded by a newer round' : 'cancelled',
+      },
     })),
 
     sendReport: emit(({ context }) => {
@@ -394,6 +409,7 @@ export const combinerMachine = setup({
     fetchAwaited: ({ context, event }) =>
       event.type === 'update.fetched' && !!context.round && event.sessionId === context.round.sessionId && event.round === context.round.round && context.round.answers[event.client] === 'pending',
     fetchAcceptable: ({ context, event }) => event.type === 'update.fetched' && event.ok && contentProblem(context.round!, event) === null,
+    isOtherRound: ({ context, event }) => event.type === 'StartRound' && !!context.round && (context.round.sessionId !== event.sessionId || context.round.round !== event.round || context.round.task !== (event.task === 'validate' ? 'validate' : 'train')),
     isCurrentRound: ({ context, event }) =>
       event.type === 'CancelRound' && !!context.round && context.round.sessionId === event.sessionId && (event.round === 0 || context.round.round === event.round),
   },
@@ -493,7 +509,7 @@ export const combinerMachine = setup({
         },
         onError: { target: 'reporting', actions: { type: 'failRound', params: { reason: 'model-unavailable' } } },
       },
-      on: { CancelRound: { guard: 'isCurrentRound', target: 'reporting', actions: 'cancelRound' } },
+      on: { CancelRound: { guard: 'isCurrentRound', target: 'reporting', actions: 'cancelRound' }, StartRound: supersede },
     },
     collecting: {
       after: { roundTimeout: { target: 'aggregating' } },
@@ -529,6 +545,7 @@ export const combinerMachine = setup({
           }),
         },
         CancelRound: { guard: 'isCurrentRound', target: 'reporting', actions: 'cancelRound' },
+        StartRound: supersede,
       },
     },
     aggregating: {
@@ -545,7 +562,7 @@ export const combinerMachine = setup({
         },
         onError: { target: 'reporting', actions: { type: 'failRound', params: { reason: 'aggregation-failed' } } },
       },
-      on: { CancelRound: { guard: 'isCurrentRound', target: 'reporting', actions: 'cancelRound' } },
+      on: { CancelRound: { guard: 'isCurrentRound', target: 'reporting', actions: 'cancelRound' }, StartRound: supersede },
     },
     reporting: {
       entry: [

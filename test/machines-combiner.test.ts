@@ -379,6 +379,31 @@ test('CancelRound while collecting reports cancelled and cancels the stragglers 
   );
 });
 
+test('a StartRound for another round supersedes the one in progress (requesting, collecting, aggregating), which reports cancelled', async () => {
+  const r = rig({ manualStage: true, manualAggregate: true });
+  r.hello('client/k01');
+  r.start(1);
+  assert.is(r.h.state(), 'requesting');
+  r.start(1); // the same round again is not a new round
+  assert.is(r.h.state(), 'requesting');
+  r.start(2);
+  assert.is(r.h.state(), 'requesting', 'round 2 taken up at once');
+  assert.equal([r.reports()[0]!.round, r.reports()[0]!.status, r.reports()[0]!.reason], [1, 'cancelled', 'superseded by a newer round']);
+  r.stage.last().resolve({ size: SIZE, layoutKey: LAYOUT });
+  await r.h.flush();
+  assert.is(r.h.state(), 'collecting');
+  r.start(3);
+  assert.equal([r.reports()[1]!.round, r.reports()[1]!.status], [2, 'cancelled']);
+  r.stage.last().resolve({ size: SIZE, layoutKey: LAYOUT });
+  await r.h.flush();
+  r.train('client/k01', 3);
+  await r.h.flush();
+  assert.is(r.h.state(), 'aggregating');
+  r.start(4);
+  assert.equal([r.reports()[2]!.round, r.reports()[2]!.status], [3, 'cancelled']);
+  assert.is(r.h.snapshot().context.round?.round, 4);
+});
+
 test('CancelRound with round 0 (every round of the session) also cancels while staging and while aggregating', async () => {
   const r = rig({ manualStage: true, manualAggregate: true });
   r.hello('client/k01');

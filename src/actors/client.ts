@@ -37,6 +37,7 @@ export interface ClientOptions {
 
 export interface ClientHandle {
   address: string;
+  node: Node;
   actor: ActorRefFrom<typeof clientMachine>;
   stop(): Promise<void>;
 }
@@ -131,19 +132,20 @@ export async function startClient(opts: ClientOptions): Promise<ClientHandle> {
     },
   );
 
-  const onLinkDown = (_l: unknown, unreachable: string[], error?: Error): void => {
+  const onLinkDown = (unreachable: string[], error?: Error): void => {
     const combiner = hosted.actor.getSnapshot().context.combiner;
     if (combiner && unreachable.includes(combiner)) {
       hosted.actor.send({ type: 'COMBINER_LOST', reason: error ? errorMessage(error) : 'link closed' });
     }
   };
-  node.on('linkDown', onLinkDown);
+  node.on('unreachable', onLinkDown);
 
   return {
     address,
+    node,
     actor: hosted.actor,
     stop: async () => {
-      node.off('linkDown', onLinkDown);
+      node.off('unreachable', onLinkDown);
       hosted.actor.send({ type: 'STOP' });
       hosted.stop();
       if (opts.ownsNode ?? true) await node.close();

@@ -110,8 +110,6 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
     },
   });
 
-  const listener = await node.listen(opts.listen);
-  const advertised = typeof opts.advertise === 'function' ? opts.advertise(listener.endpoint) : (opts.advertise ?? listener.endpoint);
   const actor: Hosted<ActorRefFrom<typeof combinerMachine>> = hostMachine(
     node,
     address,
@@ -120,29 +118,35 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
     { inspect: opts.inspect },
   );
 
-  const onLinkDown = (_link: unknown, unreachable: string[]): void => {
+  // Hosted before listening, so a client's first hello exchange already names this combiner.
+  const listener = await node.listen(opts.listen);
+  const advertised = typeof opts.advertise === 'function' ? opts.advertise(listener.endpoint) : (opts.advertise ?? listener.endpoint);
+
+  const onLinkDown = (unreachable: string[]): void => {
     for (const a of unreachable) {
       if (a.startsWith('client/')) actor.actor.send({ type: 'CLIENT_GONE', client: a, reason: 'link closed' });
     }
     if (unreachable.includes(reducer)) void connectReducer();
   };
-  node.on('linkDown', onLinkDown);
+  node.on('unreachable', onLinkDown);
 
   let stopping = false;
-  let attempt = 0;
-  const connectReducer = async (): Promise<void> => {
-    while (!stopping) {
-      try {
-        await node.dial(opts.reducerEndpoint);
-        attempt = 0;
-        actor.actor.send({ type: 'REDUCER_CONNECTED', endpoint: advertised });
-        return;
-      } catch {
-        attempt++;
-        await new Promise((r) => setTimeout(r, backoffMs(attempt, 200, 5_000, attempt)));
+  let reconnecting: Promise<void> | undefined;
+  // One dialler at a time: losing the route and losing the link both ask for a reconnect.
+  const connectReducer = (): Promise<void> =>
+    (reconnecting ??= (async () => {
+      for (let attempt = 0; !stopping && !node.canReach(reducer); attempt++) {
+        try {
+          if (attempt > 0) await new Promise((r) => setTimeout(r, backoffMs(attempt, 200, 5_000, attempt)));
+          await node.dial(opts.reducerEndpoint);
+          actor.actor.send({ type: 'REDUCER_CONNECTED', endpoint: listener.endpoint });
+        } catch {
+          // the reducer is down or restarting: try again after the backoff
+        }
       }
-    }
-  };
+    })().finally(() => {
+      reconnecting = undefined;
+    }));
   await connectReducer();
 
   const tick = setInterval(() => actor.actor.send({ type: 'TICK', now: Date.now() }), opts.tickMs ?? 1_000);
@@ -155,7 +159,7 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
     stop: async () => {
       stopping = true;
       clearInterval(tick);
-      node.off('linkDown', onLinkDown);
+      node.off('unreachable', onLinkDown);
       actor.stop();
       await node.close();
     },

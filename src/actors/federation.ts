@@ -32,6 +32,11 @@ export interface Federation {
   clients: ClientHandle[];
   /** Resolves once every client is connected to a combiner and the reducer knows it. */
   ready(timeoutMs?: number): Promise<void>;
+  /**
+   * Replaces the reducer by a new one at the same endpoint on a reopened store (as after a crash and restart:
+   * the old one is closed without a goodbye). Combiners re-dial on their own.
+   */
+  restartReducer(openStore: () => Promise<Store>): Promise<ReducerHandle>;
   close(): Promise<void>;
 }
 
@@ -40,7 +45,8 @@ export async function startFederation(opts: InprocFederationOptions): Promise<Fe
   const transport = opts.transport ?? (() => new InprocTransport(network, { strict: opts.strict ?? true }));
   const endpoint = opts.endpoint ?? ((name: string) => `inproc://${name}`);
 
-  const reducer = await startReducer({ transport: transport(), listen: endpoint('reducer'), store: opts.store, evaluate: opts.evaluate, inspect: opts.inspect?.('reducer/main') });
+  const reducerOptions = (store?: Store): ReducerOptions => ({ transport: transport(), listen: endpoint('reducer'), store, evaluate: opts.evaluate, inspect: opts.inspect?.('reducer/main') });
+  let reducer = await startReducer(reducerOptions(opts.store));
   const combiners: CombinerHandle[] = [];
   for (let i = 0; i < opts.combiners; i++) {
     const name = `c${i + 1}`;
@@ -83,10 +89,17 @@ export async function startFederation(opts: InprocFederationOptions): Promise<Fe
   };
 
   return {
-    reducer,
+    get reducer() {
+      return reducer;
+    },
     combiners,
     clients,
     ready,
+    restartReducer: async (openStore) => {
+      await reducer.close();
+      reducer = await startReducer(reducerOptions(await openStore()));
+      return reducer;
+    },
     close: async () => {
       await Promise.all(clients.map((c) => c.stop()));
       await Promise.all(combiners.map((c) => c.stop()));

@@ -24,6 +24,8 @@ export interface NodeOptions {
 export interface NodeEvents {
   linkUp: [link: Link];
   linkDown: [link: Link, unreachable: string[], error?: Error];
+  /** Addresses that can no longer be reached: their link closed, or their node announced they stopped. */
+  unreachable: [addresses: string[], error?: Error];
   undeliverable: [envelope: Envelope, error: FedError];
   rejected: [error: FedError, link?: Link];
 }
@@ -108,6 +110,11 @@ export class Node extends EventEmitter<NodeEvents> {
 
   async listen(endpoint: string): Promise<Listener> {
     const listener = await this.transport.listen(endpoint, (channel) => {
+      if (this.closed) {
+        // a peer that dials while this node shuts down must not get a link to a dead node
+        channel.close(`node ${this.name} is closing`);
+        return;
+      }
       this.attach(channel)
         .start()
         .catch(() => undefined); // refused or timed-out hellos are reported through `rejected`/`linkDown`
@@ -134,7 +141,9 @@ export class Node extends EventEmitter<NodeEvents> {
       onEnvelope: (envelope) => this.deliverInbound(envelope),
       onRoutes: (l, added, removed) => {
         for (const a of added) this.routes.set(a, l);
-        for (const a of removed) if (this.routes.get(a) === l) this.routes.delete(a);
+        const lost = removed.filter((a) => this.routes.get(a) === l);
+        for (const a of lost) this.routes.delete(a);
+        if (lost.length) this.emit('unreachable', lost);
         if (!this.links.has(l)) {
           this.links.add(l);
           this.emit('linkUp', l);
@@ -151,6 +160,7 @@ export class Node extends EventEmitter<NodeEvents> {
           }
         }
         if (wasUp) this.emit('linkDown', l, unreachable, error);
+        if (unreachable.length) this.emit('unreachable', unreachable, error);
       },
     });
     return link;
@@ -172,7 +182,8 @@ export class Node extends EventEmitter<NodeEvents> {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const link of [...this.links]) link.close(`node ${this.name} closing`);
+    // Stop accepting first, so peers that re-dial on the link closing below find nobody listening.
     await Promise.all(this.listening.map((l) => l.close()));
+    for (const link of [...this.links]) link.close(`node ${this.name} closing`);
   }
 }

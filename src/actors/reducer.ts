@@ -178,14 +178,15 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
     },
   });
 
-  const listener = await node.listen(opts.listen);
+  // Hosted before listening, so the first peer's hello already names reducer/main.
   const hosted = hostMachine(node, address, logic, { self: address, resume } satisfies ReducerInput, { inspect: opts.inspect });
+  const listener = await node.listen(opts.listen);
   if (!resume && head) hosted.actor.send({ type: 'SEED', modelId: head.modelId });
 
-  const onLinkDown = (_l: unknown, unreachable: string[]): void => {
+  const onLinkDown = (unreachable: string[]): void => {
     for (const a of unreachable) if (a.startsWith('combiner/')) hosted.actor.send({ type: 'COMBINER_GONE', combiner: a });
   };
-  node.on('linkDown', onLinkDown);
+  node.on('unreachable', onLinkDown);
   const tick = setInterval(() => hosted.actor.send({ type: 'TICK', now: Date.now() }), opts.tickMs ?? 1_000);
   tick.unref();
   hosted.actor.send({ type: 'TICK', now: Date.now() });
@@ -246,7 +247,7 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
     },
     close: async () => {
       clearInterval(tick);
-      node.off('linkDown', onLinkDown);
+      node.off('unreachable', onLinkDown);
       hosted.stop();
       await node.close();
       await writes;

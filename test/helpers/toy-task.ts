@@ -11,6 +11,8 @@ export interface ToyOptions {
   delayMs?: number;
   /** Corrupt the produced update (for rejection tests). */
   corrupt?: (p: Params) => Params;
+  /** Keep "training" through a cancellation (a straggler that answers late anyway). */
+  ignoreAbort?: boolean;
 }
 
 export function toyTask(opts: ToyOptions): TaskCode & { trained: number; aborted: number } {
@@ -23,8 +25,9 @@ export function toyTask(opts: ToyOptions): TaskCode & { trained: number; aborted
         await new Promise<void>((resolve, reject) => {
           const t = setTimeout(resolve, opts.delayMs);
           signal.addEventListener('abort', () => {
-            clearTimeout(t);
             code.aborted++;
+            if (opts.ignoreAbort) return;
+            clearTimeout(t);
             reject(new Error('aborted'));
           });
         });
