@@ -89,7 +89,7 @@ test('the inspect option follows the reducer, every combiner and every client fr
   ]);
   const client = inspector.actor('client/k1')!;
   assert.equal(client.active, ['client', 'client.connected', 'client.connected.ready']);
-  assert.ok(client.events.some((e) => e.type === 'ClientWelcome' && e.from === 'combiner/c1' || e.from === 'combiner/c2'), 'the welcome is among the recent events');
+  assert.ok(client.events.some((e) => e.type === 'ClientWelcome' && (e.from === 'combiner/c1' || e.from === 'combiner/c2')), 'the welcome is among the recent events');
 });
 
 test('event summaries keep scalars and describe payloads, never serializing them', () => {
