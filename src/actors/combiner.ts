@@ -139,7 +139,7 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
         try {
           if (attempt > 0) await new Promise((r) => setTimeout(r, backoffMs(attempt, 200, 5_000, attempt)));
           await node.dial(opts.reducerEndpoint);
-          actor.actor.send({ type: 'REDUCER_CONNECTED', endpoint: listener.endpoint });
+          actor.actor.send({ type: 'REDUCER_CONNECTED', endpoint: advertised });
         } catch {
           // the reducer is down or restarting: try again after the backoff
         }
