@@ -13,7 +13,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startFederation } from '../src/actors/federation.ts';
 import { sandboxDashboard, type SandboxDashboard } from '../src/api/dashboard.ts';
-import { FedError, errorMessage } from '../src/errors.ts';
+import { FedError, errorMessage, isFedError } from '../src/errors.ts';
 import { loadMnist, subset } from '../src/data/mnist.ts';
 import { partition } from '../src/data/partition.ts';
 import { buildMlp, getParams, initBackend } from '../src/model/tf.ts';
@@ -95,7 +95,8 @@ async function main(): Promise<void> {
     seed: args.seed,
   };
   const how = args.processes ? `${1 + args.combiners + args.clients} processes over ${transport}` : transport === 'inproc' ? `one process, inproc${args.strict ? ' (strict)' : ''}` : `one process over loopback ${transport}`;
-  const backend = await initBackend();
+  // With --processes each node process picks its own backend; this one only builds the seed model.
+  const backend = args.processes ? 'per process' : await initBackend();
   say(`fedstate sandbox: ${args.combiners} combiner(s), ${args.clients} client(s), ${args.rounds} round(s), MLP 784-200-200-10 on MNIST (8000 train / 2000 held out), partition ${args.partition}, ${how}, TF.js backend ${backend}`);
 
   const lines: RoundLine[] = [];
@@ -212,5 +213,5 @@ const round4 = (x: number): number | null => (Number.isFinite(x) ? Math.round(x 
 
 main().catch((e) => {
   console.error(`sandbox failed: ${errorMessage(e)}`);
-  process.exit(1);
+  process.exit(isFedError(e, 'cancelled') ? 130 : 1);
 });

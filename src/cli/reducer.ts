@@ -3,7 +3,8 @@
 // the API server just to print a table.
 import { defineSettings } from '../config.ts';
 import { FedError, errorMessage } from '../errors.ts';
-import { logNode, logReducer } from '../log.ts';
+import { errorFields, logNode, logReducer } from '../log.ts';
+import type { Params } from '../model/params.ts';
 import { endpointCheck, listenAddressCheck, parseCommand, parseListenAddress } from './common.ts';
 import { MNIST_TEST, mnistEvaluator, modelKinds, type ModelKind } from './tf-setup.ts';
 import type { Command } from './types.ts';
@@ -38,7 +39,17 @@ export const reducerCommand: Command = {
     ]);
     const apiAt = parseListenAddress(s.apiListen);
     if (!s.adminToken && !['127.0.0.1', 'localhost', '::1'].includes(apiAt.host)) log.warn({ api: s.apiListen }, 'the REST API is reachable beyond this host and has no --admin-token: anyone can start and stop sessions');
-    const evaluate = s.evaluate === 'mnist' ? await mnistEvaluator(s.model as ModelKind, s.seed, s.testSize) : undefined;
+    // TF.js and the held-out digits load while the reducer already serves: nothing is evaluated
+    // before the first round ends, and combiners and clients can connect meanwhile.
+    let evaluate: ((p: Params) => Promise<Record<string, number>>) | undefined;
+    if (s.evaluate === 'mnist') {
+      const loading = mnistEvaluator(s.model as ModelKind, s.seed, s.testSize);
+      loading.then(
+        () => log.info({ evaluate: s.evaluate, testSize: s.testSize }, 'evaluation set loaded'),
+        (e: unknown) => log.error({ error: errorFields(e) }, 'cannot load the evaluation set'),
+      );
+      evaluate = async (p) => (await loading)(p);
+    }
     const store = await openStore({ dir: s.store });
     const reducer = await startReducer({
       transport: transportFor(s.listen),
