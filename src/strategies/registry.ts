@@ -343,7 +343,7 @@ export function describeStrategies(): string {
       for (const [key, spec] of Object.entries(entry.options)) {
         const def = spec.type === 'number' && spec.required ? 'required' : spec.default === undefined ? 'optional' : `default ${spec.default}`;
         const range = spec.type === 'choice' ? spec.choices.join('|') : formatRange(spec);
-        const value = spec.type === 'choice' ? range : `number${range ? ` ${range}` : ''}`;
+        const value = spec.type === 'choice' ? range : `${spec.integer ? 'integer' : 'number'}${range ? ` ${range}` : ''}`;
         lines.push(`      ${key}=<${value}>  ${spec.doc} (${def})`);
       }
     }
