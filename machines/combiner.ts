@@ -409,9 +409,10 @@ export const combinerMachine = setup({
     fetchAwaited: ({ context, event }) =>
       event.type === 'update.fetched' && !!context.round && event.sessionId === context.round.sessionId && event.round === context.round.round && context.round.answers[event.client] === 'pending',
     fetchAcceptable: ({ context, event }) => event.type === 'update.fetched' && event.ok && contentProblem(context.round!, event) === null,
-    isOtherRound: ({ context, event }) => event.type === 'StartRound' && !!context.round && (context.round.sessionId !== event.sessionId || context.round.round !== event.round || context.round.task !== (event.task === 'validate' ? 'validate' : 'train')),
+    fromReducer: ({ context, event }) => 'from' in event && event.from === context.reducer,
+    isOtherRound: ({ context, event }) => event.type === 'StartRound' && event.from === context.reducer && !!context.round && (context.round.sessionId !== event.sessionId || context.round.round !== event.round || context.round.task !== (event.task === 'validate' ? 'validate' : 'train')),
     isCurrentRound: ({ context, event }) =>
-      event.type === 'CancelRound' && !!context.round && context.round.sessionId === event.sessionId && (event.round === 0 || context.round.round === event.round),
+      event.type === 'CancelRound' && event.from === context.reducer && !!context.round && context.round.sessionId === event.sessionId && (event.round === 0 || context.round.round === event.round),
   },
 }).createMachine({
   id: 'combiner',
@@ -484,7 +485,7 @@ export const combinerMachine = setup({
   },
   states: {
     idle: {
-      on: { StartRound: { target: 'selecting', actions: 'openRound' } },
+      on: { StartRound: { guard: 'fromReducer', target: 'selecting', actions: 'openRound' } },
     },
     selecting: {
       always: [

@@ -336,6 +336,7 @@ export const reducerMachine = setup({
     moreRounds: ({ context }) => context.committed < context.session!.rounds,
     tooManyFailures: ({ context }) => context.consecutiveFailures >= context.session!.maxConsecutiveFailures,
     hasSeed: ({ context }) => context.globalModelId !== '',
+    fromCombiner: ({ event }) => 'from' in event && event.from.startsWith('combiner/'),
   },
 }).createMachine({
   id: 'reducer',
@@ -355,7 +356,10 @@ export const reducerMachine = setup({
   }),
   initial: 'boot',
   on: {
+    // Only combiners register and report membership, only clients ask for one (with authentication the
+    // link guarantees the address prefix is the sender's authenticated role).
     CombinerHello: {
+      guard: 'fromCombiner',
       actions: assign({
         combiners: ({ context, event }) => ({
           ...context.combiners,
@@ -374,6 +378,7 @@ export const reducerMachine = setup({
       }),
     },
     CombinerStatus: {
+      guard: 'fromCombiner',
       actions: assign({
         combiners: ({ context, event }) => {
           const c = context.combiners[event.from];
@@ -395,6 +400,7 @@ export const reducerMachine = setup({
       }),
     },
     AssignRequest: {
+      guard: ({ event }) => event.from.startsWith('client/'),
       actions: enqueueActions(({ context, event, enqueue }) => {
         const choice = chooseCombiner(context, event.preferredCombiner, event.from);
         if (!choice) {

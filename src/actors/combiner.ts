@@ -34,6 +34,7 @@ export interface CombinerOptions {
 }
 
 export interface CombinerHandle {
+  node: Node;
   address: string;
   endpoint: string;
   actor: ActorRefFrom<typeof combinerMachine>;
@@ -153,6 +154,7 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
   tick.unref();
 
   return {
+    node,
     address,
     endpoint: advertised,
     actor: actor.actor,

@@ -8,6 +8,7 @@ import type { Params } from '../model/params.ts';
 import { startClient, type ClientHandle, type TaskCode } from './client.ts';
 import { startCombiner, type CombinerHandle } from './combiner.ts';
 import { Node } from './node.ts';
+import { mintToken, type Role } from '../security/token.ts';
 import { startReducer, type ReducerHandle, type ReducerOptions } from './reducer.ts';
 import type { HostOptions } from './host.ts';
 
@@ -22,6 +23,8 @@ export interface InprocFederationOptions {
   /** Endpoint for node `name` on the chosen transport. */
   endpoint?: (name: string) => string;
   clientTimeoutMs?: number;
+  /** Token authentication on every link: each node gets a token for its own name and role. */
+  auth?: { secret: string };
   heartbeatMs?: number;
   inspect?: (address: string) => HostOptions['inspect'];
 }
@@ -45,14 +48,16 @@ export async function startFederation(opts: InprocFederationOptions): Promise<Fe
   const transport = opts.transport ?? (() => new InprocTransport(network, { strict: opts.strict ?? true }));
   const endpoint = opts.endpoint ?? ((name: string) => `inproc://${name}`);
 
-  const reducerOptions = (store?: Store): ReducerOptions => ({ transport: transport(), listen: endpoint('reducer'), store, evaluate: opts.evaluate, inspect: opts.inspect?.('reducer/main') });
+  const credentials = (role: Role, sub: string): { token?: string; secret?: string } =>
+    opts.auth ? { token: mintToken(opts.auth.secret, { sub, role }), secret: opts.auth.secret } : {};
+  const reducerOptions = (store?: Store): ReducerOptions => ({ ...credentials('reducer', 'main'), transport: transport(), listen: endpoint('reducer'), store, evaluate: opts.evaluate, inspect: opts.inspect?.('reducer/main') });
   let reducer = await startReducer(reducerOptions(opts.store));
   const combiners: CombinerHandle[] = [];
   for (let i = 0; i < opts.combiners; i++) {
     const name = `c${i + 1}`;
     combiners.push(
       await startCombiner({
-        node: new Node({ name: `combiner-${name}`, transport: transport() }),
+        node: new Node({ name: `combiner-${name}`, transport: transport(), ...credentials('combiner', name) }),
         name,
         listen: endpoint(`combiner-${name}`),
         reducerEndpoint: reducer.endpoint,
@@ -67,7 +72,7 @@ export async function startFederation(opts: InprocFederationOptions): Promise<Fe
     const name = `k${i + 1}`;
     clients.push(
       await startClient({
-        node: new Node({ name: `client-${name}`, transport: transport() }),
+        node: new Node({ name: `client-${name}`, transport: transport(), token: credentials('client', name).token }),
         name,
         code,
         reducerEndpoint: reducer.endpoint,

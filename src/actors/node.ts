@@ -9,14 +9,26 @@ import type { Envelope, Message } from '../protocol/generated.ts';
 import { Link, type LinkOptions } from '../transport/link.ts';
 import type { FrameChannel, Listener, PeerIdentity, Transport } from '../transport/types.ts';
 import { MemoryBlobs, type BlobStore } from './blobs.ts';
+import { mayHost, verifyToken } from '../security/token.ts';
 
 export type Deliver = (envelope: Envelope) => void;
+
+/** Authenticates a peer by the token in its hello; the identity then bounds the actors it may host. */
+export function tokenAuthenticator(secret: string): NonNullable<LinkOptions['authenticate']> {
+  return (hello) => {
+    const claims = verifyToken(secret, hello.token);
+    return { subject: claims.sub, role: claims.role };
+  };
+}
 
 export interface NodeOptions {
   name: string;
   transport: Transport;
   blobs?: BlobStore;
+  /** Presented in this node's hellos. */
   token?: string;
+  /** Verifies the tokens peers present: a node with a secret refuses unauthenticated peers. */
+  secret?: string;
   authenticate?: LinkOptions['authenticate'];
   link?: Pick<LinkOptions, 'chunkBytes' | 'window' | 'maxBlobBytes' | 'helloTimeoutMs'>;
 }
@@ -115,7 +127,7 @@ export class Node extends EventEmitter<NodeEvents> {
         channel.close(`node ${this.name} is closing`);
         return;
       }
-      this.attach(channel)
+      this.attach(channel, true)
         .start()
         .catch(() => undefined); // refused or timed-out hellos are reported through `rejected`/`linkDown`
     });
@@ -130,13 +142,15 @@ export class Node extends EventEmitter<NodeEvents> {
     return this.attach(channel).start();
   }
 
-  private attach(channel: FrameChannel): Link {
+  private attach(channel: FrameChannel, answerHello = false): Link {
     const link = new Link(channel, {
+      answerHello,
       node: this.name,
       actors: () => this.actorAddresses,
       blobs: this.blobs,
       token: this.opts.token,
-      authenticate: this.opts.authenticate,
+      authenticate: this.opts.authenticate ?? (this.opts.secret ? tokenAuthenticator(this.opts.secret) : undefined),
+      mayHost: (identity, address) => mayHost({ sub: identity.subject, role: identity.role }, address),
       ...this.opts.link,
       onEnvelope: (envelope) => this.deliverInbound(envelope),
       onRoutes: (l, added, removed) => {

@@ -21,6 +21,8 @@ export interface ReducerOptions {
   /** Node name (defaults to "reducer"). */
   name?: string;
   token?: string;
+  /** Shared secret that verifies the tokens combiners and clients present (see src/security/token.ts). */
+  secret?: string;
   /** Decides whether a peer's hello is acceptable (e.g. checks its token); throw to refuse the link. */
   authenticate?: NodeOptions['authenticate'];
   listen: string;
@@ -112,7 +114,7 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
     });
   };
   const store = opts.store ?? createMemoryStore();
-  const node = new Node({ name: opts.name ?? 'reducer', transport: opts.transport, blobs: storeBlobs(store), token: opts.token, authenticate: opts.authenticate });
+  const node = new Node({ name: opts.name ?? 'reducer', transport: opts.transport, blobs: storeBlobs(store), token: opts.token, secret: opts.secret, authenticate: opts.authenticate });
   const address = 'reducer/main';
   const resume = await resumeInput(store);
   const head = await store.trailHead();

@@ -26,11 +26,18 @@ export interface LinkOptions {
   token?: string;
   /** Decides whether the peer's hello is acceptable; throw a FedError to refuse the link. */
   authenticate?: (hello: LinkHello, channel: FrameChannel) => PeerIdentity | undefined;
+  /** With an authenticated peer: which actor addresses it may host, and so speak as. */
+  mayHost?: (identity: PeerIdentity, address: string) => boolean;
   chunkBytes?: number;
   /** Chunks a requester lets the holder send ahead. */
   window?: number;
   maxBlobBytes?: number;
   helloTimeoutMs?: number;
+  /**
+   * The accepting side answers the dialler's hello instead of speaking first, so a peer it refuses
+   * learns nothing about it (not even which actors it hosts) and its dial fails.
+   */
+  answerHello?: boolean;
 }
 
 interface Outgoing {
@@ -86,10 +93,7 @@ export class Link {
 
   /** Sends our hello and resolves once the peer's hello arrived and was accepted. */
   async start(): Promise<this> {
-    this.enqueue({
-      kind: 'hello',
-      hello: { node: this.opts.node, actors: this.opts.actors(), protocolVersion: PROTOCOL_VERSION, token: this.opts.token ?? '' },
-    });
+    if (!this.opts.answerHello) this.sendHello();
     const timeoutMs = this.opts.helloTimeoutMs ?? 10_000;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
@@ -104,6 +108,13 @@ export class Link {
       clearTimeout(timer);
     }
     return this;
+  }
+
+  private sendHello(): void {
+    this.enqueue({
+      kind: 'hello',
+      hello: { node: this.opts.node, actors: this.opts.actors(), protocolVersion: PROTOCOL_VERSION, token: this.opts.token ?? '' },
+    });
   }
 
   get isOpen(): boolean {
@@ -189,9 +200,12 @@ export class Link {
       case 'envelope':
         return this.onEnvelope(frame.envelope);
       case 'routeUpdate':
-        for (const a of frame.routeUpdate.added) this.remoteActors.add(a);
+        for (const a of frame.routeUpdate.added) {
+          if (this.permitted(a)) this.remoteActors.add(a);
+          else this.reject(new FedError('impersonation', `${this.identity!.role} ${this.identity!.subject} tried to announce ${a}`));
+        }
         for (const a of frame.routeUpdate.removed) this.remoteActors.delete(a);
-        this.opts.onRoutes?.(this, frame.routeUpdate.added, frame.routeUpdate.removed);
+        this.opts.onRoutes?.(this, frame.routeUpdate.added.filter((a) => this.remoteActors.has(a)), frame.routeUpdate.removed);
         return;
       case 'blobRequest':
         return this.onBlobRequest(frame.blobRequest);
@@ -232,10 +246,24 @@ export class Link {
       this.teardown(error);
       return;
     }
+    const refused = hello.actors.filter((a) => !this.permitted(a));
+    if (refused.length) {
+      const error = new FedError('forbidden', `${this.identity!.role} ${this.identity!.subject} may not host ${refused.join(', ')}`);
+      this.reject(error);
+      this.channel.close(error.message);
+      this.teardown(error);
+      return;
+    }
     this.remoteNode = hello.node || this.channel.peer;
     for (const a of hello.actors) this.remoteActors.add(a);
+    if (this.opts.answerHello) this.sendHello();
     this.settleHello();
     this.opts.onRoutes?.(this, hello.actors, []);
+  }
+
+  /** Without authentication every address is allowed (development); with it, only the identity's own. */
+  private permitted(address: string): boolean {
+    return !this.identity || !this.opts.mayHost || this.opts.mayHost(this.identity, address);
   }
 
   private onEnvelope(envelope: Envelope): void {
