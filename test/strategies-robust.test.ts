@@ -6,7 +6,7 @@ import { createMedian } from '../src/strategies/median.ts';
 import { createTrimmedMean, trimCount } from '../src/strategies/trimmed-mean.ts';
 import { createKrum, createMultiKrum, krumSelect, KrumAccumulator } from '../src/strategies/krum.ts';
 import { weightedMean } from '../src/strategies/fedavg.ts';
-import { medianOf, selectInPlace } from '../src/strategies/kernels/select.ts';
+import { columnwise, medianOf, selectInPlace, type ColumnReduction } from '../src/strategies/kernels/select.ts';
 import type { AggregationStrategy } from '../src/strategies/types.ts';
 import { createStrategy } from '../src/strategies/registry.ts';
 import { isFedError, type ErrorCode } from '../src/errors.ts';
@@ -61,6 +61,20 @@ test('selectInPlace puts the k-th smallest at k and partitions around it', () =>
     }),
     { numRuns: 500 },
   );
+});
+
+test('wasm and JS column kernels agree bit for bit (median and trimmed mean, ties, small n)', () => {
+  fc.assert(
+    fc.property(rowsOf(1, 40, 300), fc.double({ min: 0, max: 0.49, noNaN: true }), (rows, beta) => {
+      const d = rows[0]!.length;
+      const hows: ColumnReduction[] = [{ kind: 'median' }, { kind: 'trimmed', trim: trimCount(rows.length, beta) }];
+      for (const how of hows) assert.equal(columnwise(rows, d, how, 'wasm'), columnwise(rows, d, how, 'js'), how.kind);
+    }),
+    { numRuns: 300 },
+  );
+  // more than one block of columns
+  const rows = Array.from({ length: 7 }, (_, k) => Float32Array.from({ length: 600 }, (_, i) => Math.sin(i * 7 + k * 3)));
+  assert.equal(columnwise(rows, 600, { kind: 'median' }, 'wasm'), columnwise(rows, 600, { kind: 'median' }, 'js'));
 });
 
 test('median is the sorted middle (mean of the two middles for even n)', () => {
