@@ -15,7 +15,9 @@
 //   fedavgJsRatio        the JS fallback kernel (checks, then folds) vs the same C loop.
 //   plainJsRatio         calibration: the bare JS loop acc[i] += w * x[i] (no checks) vs the same C loop.
 //   medianRatio, trimmedMeanRatio (beta 0.1): vs C running the same algorithm (blocked transpose +
-//                        quickselect, bench/native/aggregate.c), not vs the FedAvg loop.
+//                        quickselect, bench/native/aggregate.c), not vs the FedAvg loop. The TS side runs
+//                        the WebAssembly build of that selection (src/strategies/kernels/select-wasm.ts)
+//                        and includes add()'s copy of each update into the strategy's store.
 // Checksums of every result are compared between the two sides.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
