@@ -834,14 +834,15 @@ for (const kind of socketKinds) {
     }
   });
 
-  const fastKeepalive = { keepaliveMs: 200, keepaliveTimeoutMs: 300 };
+  // Short enough for a test, long enough that a loaded machine's scheduling hiccups are not deaths.
+  const fastKeepalive = { keepaliveMs: 300, keepaliveTimeoutMs: 700 };
 
   test(`${kind}: a frozen listener is detected by the dialer's keepalive`, async () => {
     const child = await spawnPeer({ kind, mode: 'listen' });
     try {
       const ch = await transportOf(kind, fastKeepalive).dial(String(child.hello.endpoint));
       const r = record(ch);
-      await sleep(600); // a healthy peer answers pings: no false alarm
+      await sleep(1200); // a healthy peer answers pings: no false alarm
       assert.is(r.closes.length, 0, 'healthy link kept');
       child.proc.kill('SIGSTOP');
       const t0 = Date.now();
@@ -864,7 +865,7 @@ for (const kind of socketKinds) {
     const child = await spawnPeer({ kind, mode: 'dial', endpoint: listener.endpoint });
     try {
       await until(() => accepted !== undefined, 5000, 'child dialed');
-      await sleep(600);
+      await sleep(1200);
       assert.is(r?.closes.length, 0, 'healthy link kept');
       child.proc.kill('SIGSTOP');
       const t0 = Date.now();
