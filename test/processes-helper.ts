@@ -10,8 +10,8 @@ export interface Summary {
   transport: string;
   processes: boolean;
   wallMs: number;
-  /** Processes of the sandbox's group still alive after it exited (the test wants none). */
-  stragglers: number;
+  /** `fedstate` node processes of the sandbox's group still alive after it exited (the test wants none). */
+  stragglers: string[];
 }
 
 const groups = new Set<number>();
@@ -38,12 +38,15 @@ export function sandbox(args: string[], timeoutMs = 80_000): Promise<Summary> {
       killAll();
       reject(new Error(`sandbox ${args.join(' ')} took longer than ${timeoutMs} ms; stderr:\n${stderr.slice(-2000)}`));
     }, timeoutMs);
-    child.once('exit', (code) => {
+    child.once('exit', async (code) => {
       clearTimeout(timer);
-      // Any straggler in the group is counted, then killed (there should be none: the sandbox reaps its children).
-      const stragglers = execFileSync('ps', ['-eo', 'pgid='], { encoding: 'utf8' })
-        .split('\n')
-        .filter((l) => l.trim() === String(child.pid)).length;
+      // Node processes left in the group are counted, then killed (there should be none: the sandbox
+      // reaps its children). Helpers such as tsx's esbuild service leave on their own a moment later.
+      let stragglers = nodesInGroup(child.pid!);
+      for (let i = 0; i < 20 && stragglers.length > 0; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        stragglers = nodesInGroup(child.pid!);
+      }
       try {
         process.kill(-child.pid!, 'SIGKILL');
       } catch {
@@ -62,3 +65,13 @@ export function sandbox(args: string[], timeoutMs = 80_000): Promise<Summary> {
   });
 }
 
+
+/** `fedstate` node processes (src/cli.ts) alive in process group `pgid`; zombies do not count. */
+function nodesInGroup(pgid: number): string[] {
+  return execFileSync('ps', ['-eo', 'pgid=,stat=,args='], { encoding: 'utf8' })
+    .split('\n')
+    .filter((l) => {
+      const [g, stat, ...args] = l.trim().split(/\s+/);
+      return g === String(pgid) && !stat?.startsWith('Z') && args.some((a) => a.endsWith('src/cli.ts'));
+    });
+}

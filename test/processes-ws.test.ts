@@ -22,7 +22,7 @@ test('ws processes: done, accuracy within 1 point of inproc for the same seed, c
   assert.equal(procs.rounds.map((r) => [r.round, r.updates]), [[1, 3], [2, 3]]);
   assert.ok(procs.finalAccuracy > 0.85, `final accuracy ${procs.finalAccuracy}`);
   assert.ok(Math.abs(procs.finalAccuracy - inproc.finalAccuracy) <= 0.01, `processes ${procs.finalAccuracy} vs inproc ${inproc.finalAccuracy}`);
-  assert.is(procs.stragglers, 0, 'no process outlives the sandbox');
+  assert.equal(procs.stragglers, [], 'no node process outlives the sandbox');
   assert.equal(readdirSync(join(out, 'logs')).sort(), ['client-k1.log', 'client-k2.log', 'client-k3.log', 'combiner-c1.log', 'combiner-c2.log', 'reducer.log']);
 });
 
