@@ -182,6 +182,7 @@ export async function runProcesses(o: ProcessRunOptions): Promise<ProcessRunResu
     const reducer = sup.start('reducer', ['reducer', '--listen', local, '--api', '127.0.0.1:0', '--store', storeDir, '--evaluate', 'mnist', '--seed', String(o.seed), '--token', token, '--admin-token', adminToken, '--log-level', logLevel]);
     // The seed model is built here while the children start.
     const seedBytes = initialParams('mlp', o.seed).then(encodeModel);
+    seedBytes.catch(() => undefined); // awaited below; a failure must not end the process before the children are stopped
     const r = await guard(reducer.ready);
     const endpoint = String(r.endpoint);
     const api = String(r.api);
