@@ -24,6 +24,13 @@ export interface ServeOptions {
 /** Resolves with the exit code after a signal (or the end of stdin) and a clean close. */
 export async function serveUntilSignal(opts: ServeOptions): Promise<number> {
   const { log } = opts;
+  // A node that crashes says why in its own log stream, not only as a stack trace on stderr.
+  const crash = (e: unknown): void => {
+    log.fatal({ error: errorFields(e) }, 'crashed');
+    process.exit(1);
+  };
+  process.on('uncaughtException', crash);
+  process.on('unhandledRejection', crash);
   const reason = await new Promise<string>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
