@@ -41,14 +41,102 @@ function fillDefaults(type: protobuf.Type, obj: Record<string, unknown>): Record
   return obj;
 }
 
-function envelopeToProto(env: Envelope): Record<string, unknown> {
-  const { type, ...fields } = env.body;
-  const field = envelopeFieldOf[type];
-  if (!field) throw new FedError('unknown-message', `no envelope field for message type ${String(type)}`);
-  return { from: env.from, to: env.to, [field]: fields };
+/** The Envelope field of a message type; own keys only, so "toString" or "__proto__" are not message types. */
+function fieldOf(type: unknown): string {
+  if (typeof type !== 'string' || !Object.hasOwn(envelopeFieldOf, type)) {
+    throw new FedError('unknown-message', `no envelope field for message type ${String(type)}`);
+  }
+  return envelopeFieldOf[type as MessageType];
 }
 
+const UINT32_MAX = 0xffff_ffff;
+const loneSurrogate = /\p{Cs}/u;
+const INT32_MIN = -0x8000_0000;
+const INT32_MAX = 0x7fff_ffff;
+
+/** Why `value` is not a valid `scalar` (a proto scalar type name), or null. */
+function scalarProblem(scalar: string, value: unknown): string | null {
+  switch (scalar) {
+    case 'string':
+      if (typeof value !== 'string') return 'string expected';
+      // UTF-8 cannot carry an unpaired surrogate: the wire would turn it into U+FFFD
+      return loneSurrogate.test(value) ? 'string with an unpaired surrogate' : null;
+    case 'bool':
+      return typeof value === 'boolean' ? null : 'boolean expected';
+    case 'double':
+    case 'float':
+      return typeof value === 'number' ? null : 'number expected';
+    case 'bytes':
+      return value instanceof Uint8Array ? null : 'Uint8Array expected';
+    case 'uint32':
+      return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= UINT32_MAX ? null : `uint32 expected, got ${String(value)}`;
+    case 'int32':
+      return typeof value === 'number' && Number.isInteger(value) && value >= INT32_MIN && value <= INT32_MAX ? null : `int32 expected, got ${String(value)}`;
+    default:
+      return null; // types the contract does not use are left to protobufjs' verify
+  }
+}
+
+/**
+ * What protobufjs' verify does not check: integers in the range of their wire type (the encoder would
+ * silently wrap -1 to 4294967295), and, with `complete`, that every field is present, because the
+ * decoder always yields the full shape and a message built in memory must look the same.
+ */
+function shapeProblem(type: protobuf.Type, obj: unknown, path: string, complete: boolean): string | null {
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return `${path}: object expected`;
+  const o = obj as Record<string, unknown>;
+  for (const field of type.fieldsArray) {
+    if (field.partOf) continue; // oneof members are checked by the caller
+    const at = `${path}.${field.name}`;
+    const value = o[field.name];
+    if (value === undefined || value === null) {
+      if (complete) return `${at}: missing`;
+      continue;
+    }
+    const sub = field.resolvedType;
+    const one = (v: unknown, p: string): string | null => (sub instanceof protobuf.Type ? shapeProblem(sub, v, p, complete) : scalarProblem(field.type, v) && `${p}: ${scalarProblem(field.type, v)}`);
+    if (field.map) {
+      if (typeof value !== 'object' || Array.isArray(value)) return `${at}: object expected`;
+      const keyType = (field as unknown as protobuf.MapField).keyType;
+      for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+        const keyProblem = scalarProblem(keyType, k);
+        if (keyProblem) return `${at} key: ${keyProblem}`;
+        const problem = one(v, `${at}[${JSON.stringify(k)}]`);
+        if (problem) return problem;
+      }
+    } else if (field.repeated) {
+      if (!Array.isArray(value)) return `${at}: array expected`;
+      for (let i = 0; i < value.length; i++) {
+        const problem = one(value[i], `${at}[${i}]`);
+        if (problem) return problem;
+      }
+    } else {
+      const problem = one(value, at);
+      if (problem) return problem;
+    }
+  }
+  return null;
+}
+
+function checkBody(env: Envelope): void {
+  const { type, ...fields } = env.body;
+  const sub = EnvelopeType.fields[fieldOf(type)]?.resolvedType;
+  if (!(sub instanceof protobuf.Type)) throw new FedError('unknown-message', `no message type for ${String(type)}`);
+  const problem = shapeProblem(sub, fields, type, true);
+  if (problem) throw new FedError('malformed', `invalid ${type}: ${problem}`);
+}
+
+function envelopeToProto(env: Envelope): Record<string, unknown> {
+  const { type, ...fields } = env.body;
+  return { from: env.from, to: env.to, [fieldOf(type)]: fields };
+}
+
+const frameKinds = new Set(FrameType.oneofs.kind?.oneof ?? []);
+
 function frameToProto(frame: Frame): Record<string, unknown> {
+  if (!frame || typeof frame !== 'object' || !frameKinds.has(frame.kind)) {
+    throw new FedError('malformed', `unknown frame kind ${String((frame as { kind?: unknown } | null)?.kind)}`);
+  }
   if (frame.kind === 'envelope') return { envelope: envelopeToProto(frame.envelope) };
   const { kind, ...rest } = frame as { kind: string } & Record<string, unknown>;
   return { [kind]: rest[kind] };
@@ -72,6 +160,7 @@ export function validateEnvelope(env: Envelope): Envelope {
   }
   const problem = EnvelopeType.verify(envelopeToProto(env));
   if (problem) throw new FedError('malformed', `invalid ${env.body.type}: ${problem}`);
+  checkBody(env);
   checkAddresses(env);
   return env;
 }
@@ -79,15 +168,23 @@ export function validateEnvelope(env: Envelope): Envelope {
 const addressPattern = /^[a-z]+\/[A-Za-z0-9._:-]{1,128}$/;
 
 function checkAddresses(env: Envelope): void {
-  if (!addressPattern.test(env.from)) throw new FedError('malformed', `bad sender address "${env.from}"`);
-  if (!addressPattern.test(env.to)) throw new FedError('malformed', `bad recipient address "${env.to}"`);
+  if (typeof env.from !== 'string' || !addressPattern.test(env.from)) throw new FedError('malformed', `bad sender address "${env.from}"`);
+  if (typeof env.to !== 'string' || !addressPattern.test(env.to)) throw new FedError('malformed', `bad recipient address "${env.to}"`);
 }
 
 export function encodeFrame(frame: Frame): Uint8Array {
   const obj = frameToProto(frame);
   const problem = FrameType.verify(obj);
   if (problem) throw new FedError('malformed', `cannot encode ${frame.kind}: ${problem}`);
-  if (frame.kind === 'envelope') checkAddresses(frame.envelope);
+  if (frame.kind === 'envelope') {
+    checkBody(frame.envelope);
+    checkAddresses(frame.envelope);
+  } else {
+    const sub = FrameType.fields[frame.kind]?.resolvedType;
+    const inner = (frame as unknown as Record<string, unknown>)[frame.kind];
+    const shape = sub instanceof protobuf.Type ? shapeProblem(sub, inner, frame.kind, false) : null;
+    if (shape) throw new FedError('malformed', `cannot encode ${frame.kind}: ${shape}`);
+  }
   return FrameType.encode(FrameType.fromObject(obj)).finish();
 }
 
