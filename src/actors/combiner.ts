@@ -50,7 +50,7 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
   const accumulators = new Map<string, { acc: Accumulator }>();
   // The round's global model: its layout shapes the combiner model, its values are the base that
   // delta-based strategies (DP-FedAvg) measure updates against.
-  let staged: { modelId: string; layout: Layout; data: Float32Array } | undefined;
+  let staged: { modelId: string; layout: Layout; data: Float32Array; bytes: number } | undefined;
   const keyOf = (p: { sessionId: string; round: number }): string => `${p.sessionId}#${p.round}`;
   let lastOutput: string | undefined;
 
@@ -61,7 +61,7 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
         const params = decodeModel(bytes, { copy: true });
         if (staged && staged.modelId !== input.modelId) await node.blobs.delete(staged.modelId);
         await node.blobs.put(bytes);
-        staged = { modelId: input.modelId, layout: params.layout, data: params.data };
+        staged = { modelId: input.modelId, layout: params.layout, data: params.data, bytes: bytes.byteLength };
         return { size: params.data.length, layoutKey: layoutKey(params.layout) };
       }),
       aggregate: fromPromise(async ({ input }) => {
@@ -81,7 +81,9 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
           const reply = (r: { ok: true; data: Float32Array; layoutKey: string } | { ok: false; reason: 'hash-mismatch' | 'fetch-failed' | 'wrong-shape' }): void => {
             if (alive) sendBack({ type: 'update.fetched', sessionId: req.sessionId, round: req.round, client: req.client, ...r } as FetchedUpdate);
           };
-          node.fetchBlob(req.client, req.updateId).then(
+          // An update of the round's layout encodes to exactly the global model's size; a client that
+          // announces more is refused before anything is allocated.
+          node.fetchBlob(req.client, req.updateId, { maxBytes: staged?.bytes }).then(
             (bytes) => {
               try {
                 const p = decodeModel(bytes);
@@ -90,7 +92,7 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
                 reply({ ok: false, reason: 'wrong-shape' });
               }
             },
-            (e) => reply({ ok: false, reason: e instanceof FedError && e.code === 'hash-mismatch' ? 'hash-mismatch' : 'fetch-failed' }),
+            (e) => reply({ ok: false, reason: e instanceof FedError && e.code === 'hash-mismatch' ? 'hash-mismatch' : e instanceof FedError && e.code === 'oversized' ? 'wrong-shape' : 'fetch-failed' }),
           );
         });
         return () => {

@@ -112,12 +112,12 @@ export class Node extends EventEmitter<NodeEvents> {
   }
 
   /** Pulls a blob from the node hosting `peer` (or returns the local copy); bytes are hash-verified. */
-  async fetchBlob(peer: string, hash: string): Promise<Uint8Array> {
+  async fetchBlob(peer: string, hash: string, opts: { maxBytes?: number } = {}): Promise<Uint8Array> {
     const local = await this.blobs.get(hash);
     if (local) return local;
     const link = this.routes.get(peer);
     if (!link) throw new FedError('no-route', `${this.name} has no route to ${peer} to fetch ${hash.slice(0, 12)}`);
-    return link.fetchBlob(hash);
+    return link.fetchBlob(hash, opts);
   }
 
   async listen(endpoint: string): Promise<Listener> {

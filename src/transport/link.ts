@@ -13,6 +13,9 @@ import { CHUNK_BYTES, type BlobSource, type FrameChannel, type PeerIdentity } fr
 
 export const PROTOCOL_VERSION = 1;
 
+/** Largest blob (model) a link accepts unless configured otherwise: 1 GiB, FEDn's large-model scale. */
+export const DEFAULT_MAX_BLOB_BYTES = 2 ** 30;
+
 export interface LinkOptions {
   node: string;
   actors: () => string[];
@@ -48,6 +51,7 @@ interface Outgoing {
 
 interface Incoming {
   hash: string;
+  maxBytes: number;
   buffer?: Uint8Array;
   received: number;
   sinceCredit: number;
@@ -82,7 +86,7 @@ export class Link {
   ) {
     this.chunkBytes = opts.chunkBytes ?? CHUNK_BYTES;
     this.window = opts.window ?? 8;
-    this.maxBlobBytes = opts.maxBlobBytes ?? 2 ** 31;
+    this.maxBlobBytes = opts.maxBlobBytes ?? DEFAULT_MAX_BLOB_BYTES;
     this.helloReceived = new Promise((resolve, reject) => {
       this.settleHello = (error) => (error ? reject(error) : resolve());
     });
@@ -130,12 +134,16 @@ export class Link {
     if (!this.closed) this.enqueue({ kind: 'routeUpdate', routeUpdate: { added, removed } });
   }
 
-  /** Pulls a blob the peer holds; resolves only with bytes whose sha256 equals `hash`. */
-  fetchBlob(hash: string): Promise<Uint8Array> {
+  /**
+   * Pulls a blob the peer holds; resolves only with bytes whose sha256 equals `hash`. `maxBytes`
+   * bounds what the peer may announce (a combiner knows an update's exact encoded size), so a peer
+   * cannot make this node allocate more than it expects.
+   */
+  fetchBlob(hash: string, opts: { maxBytes?: number } = {}): Promise<Uint8Array> {
     if (this.closed) return Promise.reject(this.closeError ?? new FedError('closed', 'link closed'));
     const streamId = this.nextStream++;
     return new Promise((resolve, reject) => {
-      this.incoming.set(streamId, { hash, received: 0, sinceCredit: 0, resolve, reject });
+      this.incoming.set(streamId, { hash, maxBytes: Math.min(opts.maxBytes ?? Infinity, this.maxBlobBytes), received: 0, sinceCredit: 0, resolve, reject });
       this.enqueue({ kind: 'blobRequest', blobRequest: { streamId, hash, window: this.window } });
     });
   }
@@ -188,6 +196,16 @@ export class Link {
   }
 
   private receive(frame: Frame): void {
+    try {
+      this.dispatch(frame);
+    } catch (e) {
+      // Whatever a peer sends, it must not take this process down: a frame that still throws is a
+      // protocol violation that ends the link.
+      this.failProtocol(`frame ${frame.kind} could not be handled: ${errorMessage(e)}`);
+    }
+  }
+
+  private dispatch(frame: Frame): void {
     if (this.closed) return;
     this.stats.framesIn++;
     if (!this.remoteNode && frame.kind !== 'hello') {
@@ -327,9 +345,12 @@ export class Link {
       s.reject(error);
     };
     if (c.error) return fail(new FedError(c.error.startsWith('not-found') ? 'not-found' : 'fetch-failed', c.error));
+    if (!Number.isSafeInteger(c.total) || c.total < 0 || !Number.isSafeInteger(c.offset) || c.offset < 0) {
+      return fail(new FedError('malformed', `blob chunk with offset ${c.offset} and total ${c.total}`));
+    }
     if (!s.buffer) {
-      if (c.total > this.maxBlobBytes) {
-        return fail(new FedError('oversized', `blob of ${c.total} bytes exceeds the limit of ${this.maxBlobBytes}`));
+      if (c.total > s.maxBytes) {
+        return fail(new FedError('oversized', `blob of ${c.total} bytes exceeds the limit of ${s.maxBytes}`));
       }
       s.buffer = new Uint8Array(c.total);
     }
