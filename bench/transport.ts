@@ -19,6 +19,8 @@ import { createHash, randomFillSync } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import WebSocket, { WebSocketServer } from 'ws';
 import { parseFlags } from '../src/util/args.ts';
+import { emitJson } from './lib/json.ts';
+import { markdownTable } from './lib/table.ts';
 import { GrpcTransport, grpcChannelOptions } from '../src/transport/grpc.ts';
 import { Link } from '../src/transport/link.ts';
 import { CHUNK_BYTES, type FrameChannel, type Transport } from '../src/transport/types.ts';
@@ -302,16 +304,18 @@ async function main(): Promise<void> {
       measure: 'Link.fetchBlob incl. sha256 verify, holder in a second process, vs bare library stream of the same 1 MiB chunks',
       wsMasking: maskingEngine(),
     };
-    const row = (n: Name, raw: Name): string =>
-      `| ${n} | ${med(n).toFixed(0)} | ${best(n).toFixed(0)} | ${n === raw ? '1.00 (reference)' : ratio(n, raw).toFixed(2)} |`;
+    const rawOf = (n: Name): Name => (n.startsWith('grpc') ? 'grpc raw' : 'ws raw');
     console.log(`\nModel transfer: ${flags.mb} MiB blob, ${flags.rounds} rounds, holder in a second process (ws masking: ${result.wsMasking})\n`);
-    console.log('| path | MiB/s (median) | MiB/s (best) | ratio to raw library (median of per-round ratios) |');
-    console.log('|---|---:|---:|---:|');
-    for (const n of names) console.log(row(n, n.startsWith('grpc') ? 'grpc raw' : 'ws raw'));
+    console.log(
+      markdownTable(
+        ['path', 'MiB/s (median)', 'MiB/s (best)', 'ratio to raw library (median of per-round ratios)'],
+        names.map((n) => [n, Math.round(med(n)), Math.round(best(n)), n === rawOf(n) ? '1.00 (reference)' : ratio(n, rawOf(n)).toFixed(2)]),
+      ),
+    );
     console.log('\nlink = Link.fetchBlob with sha256 verification (the measure); channel = the same chunk frames over the');
     console.log('bare FrameChannel, no Link and no hash (what the transport itself costs).');
     console.log(`\ntarget: ratio >= 0.8 for both -> grpc ${result.grpcRatio >= 0.8 ? 'met' : 'MISSED'}, ws ${result.wsRatio >= 0.8 ? 'met' : 'MISSED'}`);
-    if (flags.json) console.log(JSON.stringify(result));
+    emitJson(result);
   } finally {
     holder.kill();
   }

@@ -332,11 +332,35 @@ async function spawnPeer(cfg: PeerConfig): Promise<Child & { hello: Record<strin
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
     },
   };
-  const hello = await within(20_000, next(), 'peer start');
+  const hello = await within(60_000, next(), 'peer start');
   return { ...child, hello };
 }
 
 const closeCount = (closes: Array<Error | undefined>): number => closes.length;
+
+// Starting a peer process costs about a second (tsx compiles this file); the listening peers the
+// socket tests need are started together, the first time one is asked for.
+const LISTEN_PEERS_PER_KIND = 3;
+let listenPeers: Map<'grpc' | 'ws', Array<Promise<Child & { hello: Record<string, unknown> }>>> | undefined;
+const allPeers: Child[] = [];
+process.on('exit', () => allPeers.forEach((c) => c.kill()));
+
+function listeningPeer(kind: 'grpc' | 'ws'): Promise<Child & { hello: Record<string, unknown> }> {
+  listenPeers ??= new Map(
+    socketKinds.map((k) => [
+      k,
+      Array.from({ length: LISTEN_PEERS_PER_KIND }, () =>
+        spawnPeer({ kind: k, mode: 'listen' }).then((c) => {
+          allPeers.push(c);
+          return c;
+        }),
+      ),
+    ]),
+  );
+  const next = listenPeers.get(kind)?.shift();
+  if (!next) throw new Error(`more than ${LISTEN_PEERS_PER_KIND} listening ${kind} peers asked for`);
+  return next;
+}
 
 // ------------------------------------------------------------------------------------------------
 // Endpoints, registry, wire encoding
@@ -768,7 +792,7 @@ async function dialWithRetry(t: Transport, endpoint: string): Promise<FrameChann
 
 for (const kind of socketKinds) {
   test(`${kind}: a stopped reader stalls send() at a bounded buffer; all frames arrive, in order, after it resumes`, async () => {
-    const child = await spawnPeer({ kind, mode: 'listen' });
+    const child = await listeningPeer(kind);
     try {
       const ch = await transportOf(kind).dial(String(child.hello.endpoint));
       const r = record(ch);
@@ -812,7 +836,7 @@ for (const kind of socketKinds) {
   });
 
   test(`${kind}: a killed peer process ends the channel once, with a 'closed' error`, async () => {
-    const child = await spawnPeer({ kind, mode: 'listen' });
+    const child = await listeningPeer(kind);
     try {
       const ch = await transportOf(kind).dial(String(child.hello.endpoint));
       const r = record(ch);
@@ -838,7 +862,7 @@ for (const kind of socketKinds) {
   const fastKeepalive = { keepaliveMs: 300, keepaliveTimeoutMs: 700 };
 
   test(`${kind}: a frozen listener is detected by the dialer's keepalive`, async () => {
-    const child = await spawnPeer({ kind, mode: 'listen' });
+    const child = await listeningPeer(kind);
     try {
       const ch = await transportOf(kind, fastKeepalive).dial(String(child.hello.endpoint));
       const r = record(ch);
