@@ -35,7 +35,7 @@ function report(name: string, opts: FuzzOptions, e: unknown): never {
 /** fc.assert with a fixed seed; the seed is printed (with fast-check's counterexample) on failure. */
 export function fuzz<Ts extends [unknown, ...unknown[]]>(name: string, opts: FuzzOptions, property: fc.IProperty<Ts>): void {
   try {
-    fc.assert(property, { seed: opts.seed, numRuns: opts.numRuns, endOnFailure: false });
+    fc.assert(property, { seed: opts.seed, numRuns: opts.numRuns, includeErrorInReport: true });
   } catch (e) {
     report(name, opts, e);
   }
@@ -43,7 +43,7 @@ export function fuzz<Ts extends [unknown, ...unknown[]]>(name: string, opts: Fuz
 
 export async function fuzzAsync<Ts extends [unknown, ...unknown[]]>(name: string, opts: FuzzOptions, property: fc.IAsyncProperty<Ts>): Promise<void> {
   try {
-    await fc.assert(property, { seed: opts.seed, numRuns: opts.numRuns, endOnFailure: false });
+    await fc.assert(property, { seed: opts.seed, numRuns: opts.numRuns, includeErrorInReport: true });
   } catch (e) {
     report(name, opts, e);
   }
