@@ -78,6 +78,13 @@ const taskTransitions = {
   ValidateTask: { guard: 'fromMyCombiner', target: 'validating', reenter: true, actions: 'takeTask' },
 } as const;
 
+// While a task runs: another task replaces it, and its combiner may cancel it (leaving the state stops
+// the invoked actor, which aborts the user's code through its AbortSignal).
+const busyTransitions = {
+  ...taskTransitions,
+  CancelTask: { guard: and(['isCurrentTask', 'fromMyCombiner']), target: 'ready', actions: 'countCancelled' },
+} as const;
+
 export const clientMachine = setup({
   types: {
     context: {} as ClientContext,
@@ -114,6 +121,12 @@ export const clientMachine = setup({
           : { kind: 'validate', taskId: e.taskId, sessionId: e.sessionId, round: e.round, modelId: e.modelId };
       return { task };
     }),
+    reportFailure: enqueueActions(({ context, enqueue }, params: { error: unknown }) => {
+      const reason = String((params.error as Error)?.message ?? params.error).slice(0, 500);
+      enqueue.emit(outbound(context.combiner, { type: 'TaskFailed', taskId: context.task!.taskId, reason }));
+      enqueue.assign({ task: null, stats: { ...context.stats, failed: context.stats.failed + 1 } });
+    }),
+    countCancelled: assign(({ context }) => ({ task: null, stats: { ...context.stats, cancelled: context.stats.cancelled + 1 } })),
     lose: assign(({ context }, params: { reason: string }) => ({
       attempt: context.attempt + 1,
       lastError: params.reason,
@@ -231,15 +244,9 @@ export const clientMachine = setup({
                 assign({ task: null, stats: ({ context }) => ({ ...context.stats, trained: context.stats.trained + 1 }) }),
               ],
             },
-            onError: {
-              target: 'ready',
-              actions: [
-                emit(({ context, event }) => outbound(context.combiner, { type: 'TaskFailed', taskId: context.task!.taskId, reason: String((event.error as Error)?.message ?? event.error).slice(0, 500) })),
-                assign({ task: null, stats: ({ context }) => ({ ...context.stats, failed: context.stats.failed + 1 }) }),
-              ],
-            },
+            onError: { target: 'ready', actions: { type: 'reportFailure', params: ({ event }) => ({ error: event.error }) } },
           },
-          on: { ...taskTransitions, CancelTask: { guard: and(['isCurrentTask', 'fromMyCombiner']), target: 'ready', actions: assign({ task: null, stats: ({ context }) => ({ ...context.stats, cancelled: context.stats.cancelled + 1 }) }) } },
+          on: busyTransitions,
         },
         validating: {
           invoke: {
@@ -262,15 +269,9 @@ export const clientMachine = setup({
                 assign({ task: null, stats: ({ context }) => ({ ...context.stats, validated: context.stats.validated + 1 }) }),
               ],
             },
-            onError: {
-              target: 'ready',
-              actions: [
-                emit(({ context, event }) => outbound(context.combiner, { type: 'TaskFailed', taskId: context.task!.taskId, reason: String((event.error as Error)?.message ?? event.error).slice(0, 500) })),
-                assign({ task: null, stats: ({ context }) => ({ ...context.stats, failed: context.stats.failed + 1 }) }),
-              ],
-            },
+            onError: { target: 'ready', actions: { type: 'reportFailure', params: ({ event }) => ({ error: event.error }) } },
           },
-          on: { ...taskTransitions, CancelTask: { guard: and(['isCurrentTask', 'fromMyCombiner']), target: 'ready', actions: assign({ task: null, stats: ({ context }) => ({ ...context.stats, cancelled: context.stats.cancelled + 1 }) }) } },
+          on: busyTransitions,
         },
       },
     },
