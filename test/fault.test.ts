@@ -134,6 +134,9 @@ test('the reducer restarted from its store mid-session resumes at the last commi
     const entries = (await reducer.store.trail()).filter((e) => e.sessionId === 'restart');
     assert.is(entries.length, 5, 'exactly the session\'s five rounds are in the trail');
     assert.equal(await verifyTrail(reducer.store), { ok: true, entries: 6 });
+    const snapshot = await reducer.store.getSnapshot<{ value: unknown; context: { committed: number } }>('reducer/main');
+    assert.ok(snapshot, 'the reducer persisted its XState snapshot');
+    assert.is(snapshot!.context.committed, 5);
   } finally {
     await fed?.close();
     rmSync(dir, { recursive: true, force: true });

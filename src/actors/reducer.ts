@@ -175,6 +175,10 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
         persist(async () => {
           if (last) await store.putRound(s.sessionId, last.round, finiteOnly(last));
           await store.putSession(record);
+          // The XState persisted snapshot is kept for operators and post-mortems; resuming rebuilds the
+          // machine from the trail and the session record, which stay authoritative (a snapshot taken
+          // mid-invoke would replay IO that already happened).
+          await store.putSnapshot(address, finiteOnly(hosted.actor.getPersistedSnapshot()));
         });
       },
     },
