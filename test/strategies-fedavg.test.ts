@@ -269,6 +269,22 @@ test('finish before any add is a typed error; finish does not consume', () => {
   expectCode('config', () => weightedMean([Float32Array.of(1)], [1, 2]));
 });
 
+test('reset() empties the accumulator for another round, both kernels', () => {
+  for (const kernel of kernels) {
+    const acc = new FedAvgAccumulator(20000, { kernel, stageSlots: 1 });
+    acc.add(new Float32Array(20000).fill(7), 3);
+    acc.reset();
+    assert.is(acc.count, 0);
+    assert.is(acc.totalWeight, 0);
+    expectCode('bad-weight', () => acc.finish());
+    acc.add(new Float32Array(20000).fill(1), 1);
+    const slot = acc.stage();
+    slot.fill(3);
+    acc.add(slot, 1);
+    assert.equal(acc.finish(), new Float32Array(20000).fill(2), kernel);
+  }
+});
+
 test('the caller may reuse its update buffer after add', () => {
   const acc = new FedAvgAccumulator(3);
   const buf = Float32Array.of(1, 1, 1);

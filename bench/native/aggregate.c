@@ -5,7 +5,10 @@
  *
  *   aggregate <updates> <params> <fedavg reps> <median reps>
  *
- * fedavg_naive:   acc[i] += w * (double)x[i] over each update, then out = (float)(acc / W): the plain loop.
+ * fedavg_naive:   acc[i] += w * (double)x[i] over each update, then out = (float)(acc / W): the plain loop,
+ *                 on a calloc'ed accumulator (fresh pages, so the timing includes first-touch page faults).
+ * fedavg_warm:    the same loop on an accumulator allocated and touched once before the clock starts
+ *                 (zeroed with memset inside the timing), as a combiner reusing its accumulator would.
  * fedavg_blocked: the algorithm of the wasm kernel (src/strategies/kernels/weighted-sum.ts): per block of
  *                 16384 floats, copy, check for NaN/Inf, write next = acc + w * x; swap when all passed.
  * fedavg_f32inc:  running mean in float, m += (w / W_k) * (x - m) (FEDn's increment_average), for the
@@ -61,6 +64,21 @@ static void fedavg_naive(float **x, int n, long d, float *out) {
   const double s = 1 / total;
   for (long i = 0; i < d; i++) out[i] = (float)(acc[i] * s);
   free(acc);
+}
+
+static double *warm_acc;
+static void fedavg_warm(float **x, int n, long d, float *out) {
+  double *acc = warm_acc;
+  memset(acc, 0, d * sizeof(double));
+  double total = 0;
+  for (int k = 0; k < n; k++) {
+    const double w = weight(k);
+    const float *xk = x[k];
+    total += w;
+    for (long i = 0; i < d; i++) acc[i] += w * (double)xk[i];
+  }
+  const double s = 1 / total;
+  for (long i = 0; i < d; i++) out[i] = (float)(acc[i] * s);
 }
 
 #define BLOCK 16384
@@ -191,8 +209,11 @@ int main(int argc, char **argv) {
     for (long i = 0; i < d; i++) x[k][i] = value((uint32_t)i, (uint32_t)k);
   }
   float *out = xalloc(d * sizeof(float));
+  warm_acc = xalloc(d * sizeof(double));
+  memset(warm_acc, 0, d * sizeof(double));
   printf("{");
   timeit("fedavgNaive", fedavg_naive, x, n, d, out, reps, 0);
+  timeit("fedavgWarm", fedavg_warm, x, n, d, out, reps, 0);
   timeit("fedavgBlocked", fedavg_blocked, x, n, d, out, reps, 0);
   timeit("fedavgF32Inc", fedavg_f32inc, x, n, d, out, reps, 0);
   timeit("median", median, x, n, d, out, mreps, 0);

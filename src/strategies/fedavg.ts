@@ -68,6 +68,16 @@ export class FedAvgAccumulator implements Accumulator {
     this.total = total;
   }
 
+  /**
+   * Empties the accumulator for another round of the same size, keeping its memory: a fresh accumulator
+   * pays page faults on first touch (~10 ms per 1M parameters here), a reset one does not.
+   */
+  reset(): void {
+    this.sum.reset();
+    this.n = 0;
+    this.total = 0;
+  }
+
   /** The weighted mean so far. Does not consume the accumulator: more adds and finishes may follow. */
   finish(): Float32Array {
     if (this.n === 0) throw nothingAdded(this.label);

@@ -37,6 +37,8 @@ export interface WeightedSum {
   scaled(scale: number): Float32Array;
   /** A copy of the Float64 accumulator (for tests and for checkpointing). */
   snapshot(): Float64Array;
+  /** Back to an empty sum, keeping the memory (already mapped in, so the next round skips page faults). */
+  reset(): void;
   /**
    * Stage slot `slot`: a Float32Array of `size` inside the kernel's memory. Write an update into it
    * (e.g. decode model bytes into it) and pass it to add(): the kernel folds it where it is, without
@@ -223,6 +225,10 @@ class WasmWeightedSum implements WeightedSum {
   snapshot(): Float64Array {
     return new Float64Array(this.mem.buffer, this.cur, this.size).slice();
   }
+
+  reset(): void {
+    new Float64Array(this.mem.buffer, this.cur, this.padded).fill(0);
+  }
 }
 
 class JsWeightedSum implements WeightedSum {
@@ -263,6 +269,10 @@ class JsWeightedSum implements WeightedSum {
 
   snapshot(): Float64Array {
     return this.acc.slice();
+  }
+
+  reset(): void {
+    this.acc.fill(0);
   }
 }
 
