@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { FedAvgAccumulator, createFedAvg, weightedMean } from '../src/strategies/fedavg.ts';
 import { createWeightedSum, wasmAvailable, type KernelKind } from '../src/strategies/kernels/weighted-sum.ts';
 import { isFedError, type ErrorCode } from '../src/errors.ts';
+import { tryAdd } from '../src/strategies/index.ts';
 
 const kernels: KernelKind[] = ['wasm', 'js'];
 
@@ -192,6 +193,7 @@ for (const kernel of kernels) {
       ['wrong-shape', good(3).subarray(1), 1],
       ['wrong-shape', new Float32Array(size + 1), 1],
       ['bad-weight', good(3), Number.MAX_VALUE],
+      ['bad-weight', good(3), 2 ** 800],
     ];
     for (const at of [0, 17, 16383, 16384, 39999]) {
       for (const v of [NaN, Infinity, -Infinity]) {
@@ -200,8 +202,8 @@ for (const kernel of kernels) {
         bad.push(['not-finite', x, 1]);
       }
     }
-    acc.add(good(9), Number.MAX_VALUE / 4);
-    twin.add(good(9), Number.MAX_VALUE / 4);
+    acc.add(good(9), 2 ** 790);
+    twin.add(good(9), 2 ** 790);
     for (const [code, x, w] of bad) {
       expectCode(code, () => acc.add(x, w));
       assert.is(acc.count, twin.count);
@@ -282,6 +284,28 @@ test('reset() empties the accumulator for another round, both kernels', () => {
     slot.fill(3);
     acc.add(slot, 1);
     assert.equal(acc.finish(), new Float32Array(20000).fill(2), kernel);
+  }
+});
+
+test('tryAdd returns the refusal instead of throwing (e.g. weights whose sum overflows)', () => {
+  const acc = new FedAvgAccumulator(2);
+  assert.is(tryAdd(acc, Float32Array.of(1, 2), 2 ** 799), undefined);
+  const refused = tryAdd(acc, Float32Array.of(3, 4), 2 ** 799 + 2 ** 798);
+  assert.ok(isFedError(refused, 'bad-weight'), String(refused));
+  assert.ok(isFedError(tryAdd(acc, Float32Array.of(3, 4), 1e308), 'bad-weight'));
+  assert.ok(isFedError(tryAdd(acc, Float32Array.of(NaN, 4), 1), 'not-finite'));
+  assert.ok(isFedError(tryAdd(acc, Float32Array.of(1), 1), 'wrong-shape'));
+  assert.is(acc.count, 1);
+  assert.equal(acc.finish(), Float32Array.of(1, 2));
+});
+
+test('the largest admitted weights with the largest Float32 values still give a finite mean', () => {
+  for (const kernel of kernels) {
+    const big = 3.4028234663852886e38;
+    const acc = new FedAvgAccumulator(3, kernel);
+    acc.add(Float32Array.of(big, -big, 1), 2 ** 799);
+    acc.add(Float32Array.of(big, -big, 3), 2 ** 799);
+    assert.equal(acc.finish(), Float32Array.of(big, -big, 2), kernel);
   }
 });
 

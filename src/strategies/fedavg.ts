@@ -10,6 +10,10 @@ import { createWeightedSum, type KernelKind, type WeightedSum } from './kernels/
 import type { Accumulator, AggregationContext, AggregationStrategy } from './types.ts';
 import { checkShape, checkSize, checkWeight, nothingAdded } from './validate.ts';
 
+// Every partial sum is bounded by totalWeight * max|x| <= 2^800 * 2^128, far inside Float64's 2^1024, so
+// the accumulator can never overflow to Infinity (1e308 clients' worth of weight would, coordinate-wise).
+export const MAX_TOTAL_WEIGHT = 2 ** 800;
+
 export interface FedAvgOptions {
   /** Force a kernel ('js' or 'wasm'); default: wasm when available. */
   kernel?: KernelKind;
@@ -61,7 +65,9 @@ export class FedAvgAccumulator implements Accumulator {
     checkWeight(weight);
     checkShape(update, this.size);
     const total = this.total + weight;
-    if (total === Infinity) throw new FedError('bad-weight', `total weight overflows with weight ${weight}`);
+    if (!(total <= MAX_TOTAL_WEIGHT)) {
+      throw new FedError('bad-weight', `total weight would exceed 2^800 with weight ${weight}`, { weight, total: this.total });
+    }
     // refuses a non-finite update before any of it reaches the sum
     this.sum.add(update, weight);
     this.n++;

@@ -2,6 +2,7 @@
 // a refused add leaves the aggregate exactly as if it had never been offered.
 import { FedError } from '../errors.ts';
 import { firstNonFinite } from '../model/params.ts';
+import type { Accumulator } from './types.ts';
 
 export function checkSize(size: number): void {
   if (!Number.isSafeInteger(size) || size < 0) throw new FedError('config', `size must be a non-negative integer, got ${size}`);
@@ -35,4 +36,19 @@ export function checkUpdate(update: Float32Array, weight: number, size: number):
 
 export function nothingAdded(name: string): FedError {
   return new FedError('bad-weight', `${name}: nothing was aggregated (no update with a positive weight)`);
+}
+
+/**
+ * add() that hands back the refusal instead of throwing it, for callers that must not throw (state-machine
+ * actions). A refused update leaves the accumulator as it was; anything that is not a FedError (a bug)
+ * still throws.
+ */
+export function tryAdd(acc: Accumulator, update: Float32Array, weight: number): FedError | undefined {
+  try {
+    acc.add(update, weight);
+    return undefined;
+  } catch (e) {
+    if (e instanceof FedError) return e;
+    throw e;
+  }
 }
