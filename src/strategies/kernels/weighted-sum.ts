@@ -21,8 +21,8 @@
 // Where the time goes (1M parameters x 100 updates, bench machine): the plain C loop is memory-bound at
 // ~18 ms. Copying JS arrays into wasm memory alone costs ~15 ms (that much is DRAM bandwidth), and the
 // fused wasm pass ~21 ms even on cached data (128-bit SIMD against gcc's 512-bit). So add() of an
-// ordinary Float32Array lands around 0.35-0.5 of C; an update written straight into a stage slot (the
-// zero-copy path: decode model bytes into stage(), then add it) skips the copy and reaches ~0.65-0.7.
+// ordinary Float32Array lands around 0.4-0.5 of C; an update written straight into a stage slot (the
+// zero-copy path: decode model bytes into stage(), then add it) skips the copy: ~0.55-0.7.
 import { FedError } from '../../errors.ts';
 import { encodeModule, op, valType, type FuncDef } from './wasm-encoder.ts';
 
