@@ -5,6 +5,9 @@
 //  - --transport grpc|ws: still one process, but every link is a real loopback socket;
 //  - --processes: every node is its own `fedstate` OS process over gRPC (or ws), and the session is
 //    driven through the reducer's REST API (sandbox/processes.ts).
+// Faults on purpose: --dropout / --stragglers (clients that vanish or stall each round, in any mode),
+// and with --processes --kill reducer@N / combiner:K@N (SIGKILL mid-round; a reducer is restarted on
+// its store) and --stop-at N (`fedstate stop` mid-round, measuring how long until every node is idle).
 // The same seed gives the same data split per client, the same initial model and the same session
 // settings in every mode, so their accuracies can be compared.
 //
@@ -23,7 +26,8 @@ import { verifyTrail } from '../src/store/trail.ts';
 import { createTransport } from '../src/transport/registry.ts';
 import { flagHelp, parseFlags, type FlagSpec } from '../src/util/args.ts';
 import { linePlot } from '../src/util/svg-plot.ts';
-import { runProcesses, type ProcessRunOptions } from './processes.ts';
+import { withDropout, dropoutModes, checkPlan, type DropoutMode } from '../src/actors/dropout.ts';
+import { parseKillSpec, runProcesses, type KillReport, type KillSpec, type ProcessRunOptions, type StopReport } from './processes.ts';
 
 const flags = {
   rounds: { type: 'number', default: 5, min: 1, integer: true, help: 'training rounds' },
@@ -36,6 +40,12 @@ const flags = {
   partition: { type: 'string', default: 'iid', help: 'iid | dirichlet:ALPHA | shards:K | quantity:ALPHA' },
   fraction: { type: 'number', default: 1, min: 0, max: 1, help: 'fraction of clients sampled per round (C)' },
   'round-timeout': { type: 'number', default: 120_000, min: 100, integer: true, help: 'round timeout in ms' },
+  'buffer-size': { type: 'number', default: -1, min: -1, integer: true, help: 'a combiner closes its round after this many accepted updates (-1: wait for every selected client or the timeout)' },
+  dropout: { type: 'number', default: 0, min: 0, max: 1, help: 'fraction of clients that drop out each round (seeded, src/actors/dropout.ts)' },
+  stragglers: { type: 'number', default: 0, min: 0, max: 1, help: 'fraction of clients that stall past the round timeout each round' },
+  'dropout-mode': { type: 'string', default: 'fail', choices: dropoutModes, help: "how a dropout vanishes: 'fail' (its training task fails) or 'disconnect' (it drops its combiner link)" },
+  kill: { type: 'string', help: 'with --processes: SIGKILL a node mid-session, repeatable: reducer@ROUND (restarted on its store) or combiner:K@ROUND (stays dead); +MS waits longer (reducer@2+500)' },
+  'stop-at': { type: 'number', min: 1, integer: true, help: 'with --processes: `fedstate stop` during this round and measure how long until every combiner and client is idle' },
   transport: { type: 'string', choices: ['inproc', 'grpc', 'ws'], help: 'how nodes talk: inproc (default), or loopback grpc / ws sockets (default grpc with --processes)' },
   processes: { type: 'boolean', default: false, help: 'run every reducer, combiner and client as its own `fedstate` process' },
   'log-level': { type: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level of the child processes (--processes; logs in OUT/logs)' },
@@ -54,6 +64,9 @@ interface RoundLine {
   loss: number;
   updates: number;
   ms: number;
+  status: string;
+  /** Updates refused (any reason) in the round. */
+  rejected: number;
 }
 
 /** What the session's round records carry, in-process or from the REST API. */
@@ -62,6 +75,7 @@ interface RoundRecordLike {
   status: string;
   reason: string;
   updates: number;
+  rejected: Record<string, number>;
   evalMetrics: Record<string, number>;
 }
 
@@ -69,16 +83,40 @@ interface Outcome {
   status: string;
   failure: string;
   trail: { ok: boolean; entries: number; reason?: string };
+  kills?: KillReport[];
+  stop?: StopReport;
+}
+
+/** `--kill` may be given several times (parseFlags keeps one value): they are taken out first. */
+function extractKills(argv: string[]): { rest: string[]; kills: string[] } {
+  const rest: string[] = [];
+  const kills: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--kill') {
+      const v = argv[i + 1];
+      if (v === undefined || v.startsWith('--')) throw new FedError('config', '--kill needs a value (reducer@ROUND or combiner:K@ROUND)');
+      kills.push(...v.split(','));
+      i++;
+    } else if (a.startsWith('--kill=')) kills.push(...a.slice('--kill='.length).split(','));
+    else rest.push(a);
+  }
+  return { rest, kills: kills.filter((k) => k.trim() !== '') };
 }
 
 async function main(): Promise<void> {
-  const args = parseFlags(process.argv.slice(2), flags);
+  const extracted = extractKills(process.argv.slice(2));
+  const args = parseFlags(extracted.rest, flags);
   if (args.help) {
     console.log(`usage: npx tsx sandbox/run.ts [flags]\n\n${flagHelp(flags)}`);
     return;
   }
   const transport = (args.transport ?? (args.processes ? 'grpc' : 'inproc')) as 'inproc' | 'grpc' | 'ws';
   if (args.processes && transport === 'inproc') throw new FedError('config', '--processes needs a network transport: --transport grpc or ws (inproc cannot cross processes)');
+  const kills: KillSpec[] = extracted.kills.map((k) => parseKillSpec(k, args.combiners));
+  if (!args.processes && (kills.length || args.stopAt !== undefined)) throw new FedError('config', '--kill and --stop-at act on node processes: add --processes');
+  if (kills.filter((k) => k.target !== 'reducer').length >= args.combiners) throw new FedError('config', `--kill would leave no combiner alive (${args.combiners} combiner(s))`);
+  checkPlan({ dropout: args.dropout, stragglers: args.stragglers, seed: args.seed, clientsTotal: args.clients });
   if (args.processes && args.dashboard) throw new FedError('config', '--dashboard is for in-process runs; with --processes the reducer serves the dashboard at its API URL (printed) while the run lasts');
   const say = (line: string): void => {
     (args.json ? process.stderr : process.stdout).write(`${line}\n`);
@@ -93,11 +131,16 @@ async function main(): Promise<void> {
     learningRate: args.lr,
     fraction: args.fraction,
     seed: args.seed,
+    ...(args.bufferSize > 0 ? { bufferSize: args.bufferSize } : {}),
   };
   const how = args.processes ? `${1 + args.combiners + args.clients} processes over ${transport}` : transport === 'inproc' ? `one process, inproc${args.strict ? ' (strict)' : ''}` : `one process over loopback ${transport}`;
   // With --processes each node process picks its own backend; this one only builds the seed model.
   const backend = args.processes ? 'per process' : await initBackend();
   say(`fedstate sandbox: ${args.combiners} combiner(s), ${args.clients} client(s), ${args.rounds} round(s), MLP 784-200-200-10 on MNIST (8000 train / 2000 held out), partition ${args.partition}, ${how}, TF.js backend ${backend}`);
+  const faultsOn = args.dropout > 0 || args.stragglers > 0;
+  if (faultsOn) say(`faults: each round ${args.dropout} of the clients drop out (${args.dropoutMode}) and ${args.stragglers} straggle past the ${args.roundTimeout} ms round timeout (seed ${args.seed})`);
+  for (const k of kills) say(`fault: SIGKILL ${k.target === 'reducer' ? 'the reducer (restarted on its store)' : `combiner ${k.target} (stays dead)`} once round ${k.round} is under way${k.delayMs ? ` + ${k.delayMs} ms` : ''}`);
+  if (args.stopAt !== undefined) say(`fault: \`fedstate stop\` once round ${args.stopAt} is under way`);
 
   const lines: RoundLine[] = [];
   const bar = (done: number): void => {
@@ -107,10 +150,12 @@ async function main(): Promise<void> {
     process.stderr.write(`\r[${'#'.repeat(fill)}${' '.repeat(width - fill)}] round ${Math.min(done + 1, args.rounds)}/${args.rounds}${done === args.rounds ? '\n' : ''}`);
   };
   const onRound = (r: RoundRecordLike, ms: number): void => {
-    const line: RoundLine = { round: r.round, accuracy: r.evalMetrics.accuracy ?? NaN, loss: r.evalMetrics.loss ?? NaN, updates: r.updates, ms: Math.round(ms) };
+    const rejected = Object.values(r.rejected ?? {}).reduce((n, x) => n + x, 0);
+    const line: RoundLine = { round: r.round, accuracy: r.evalMetrics.accuracy ?? NaN, loss: r.evalMetrics.loss ?? NaN, updates: r.updates, ms: Math.round(ms), status: r.status, rejected };
     lines.push(line);
     if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
-    if (!args.json) say(`${String(line.round).padStart(5)}  ${line.accuracy.toFixed(4).padStart(8)}  ${line.loss.toFixed(4).padStart(7)}  ${String(line.updates).padStart(7)}  ${String(line.ms).padStart(6)}${r.status === 'ok' ? '' : `  FAILED: ${r.reason}`}`);
+    const refused = rejected ? `  rejected ${Object.entries(r.rejected).map(([k, v]) => `${k}:${v}`).join(',')}` : '';
+    if (!args.json) say(`${String(line.round).padStart(5)}  ${line.accuracy.toFixed(4).padStart(8)}  ${line.loss.toFixed(4).padStart(7)}  ${String(line.updates).padStart(7)}  ${String(line.ms).padStart(6)}${r.status === 'ok' ? '' : `  FAILED: ${r.reason}`}${refused}`);
     bar(lines.length);
   };
   const header = (): void => {
@@ -132,6 +177,11 @@ async function main(): Promise<void> {
       store: args.store,
       out: args.out,
       logLevel: args.logLevel,
+      kills,
+      stopAt: args.stopAt,
+      dropout: args.dropout,
+      stragglers: args.stragglers,
+      dropoutMode: args.dropoutMode,
       say,
       signal: interrupted.signal,
       onStart: header,
@@ -147,8 +197,18 @@ async function main(): Promise<void> {
     plotPath,
     linePlot([{ name: 'held-out accuracy', points: lines.map((l) => [l.round, l.accuracy]) }], { title: `fedstate sandbox: ${args.clients} clients, ${args.combiners} combiners`, xLabel: 'round', yLabel: 'accuracy', yMax: 1 }),
   );
-  const finalAccuracy = lines.at(-1)?.accuracy ?? NaN;
+  const finalAccuracy = lines.findLast((l) => l.status === 'ok')?.accuracy ?? NaN;
   const wallMs = Math.round(performance.now() - started);
+  const ok = lines.filter((l) => l.status === 'ok').length;
+  if (kills.length || args.stopAt !== undefined || faultsOn) {
+    say(`\nrounds: ${ok} committed, ${lines.length - ok} failed, ${lines.reduce((n, l) => n + l.rejected, 0)} update(s) refused`);
+    for (const k of outcome.kills ?? []) {
+      if (k.skipped) say(`kill ${k.spec}: not performed (the session ended first)`);
+      else if (k.target === 'reducer') say(`kill ${k.spec}: reducer SIGKILLed at ${(k.atMs / 1000).toFixed(1)} s in round ${k.round}; restarted in ${fmtS(k.restartMs)}, ${k.roundsLost ?? '?'} committed round(s) lost, next round committed ${fmtS(k.recoveryMs)} after the kill`);
+      else say(`kill ${k.spec}: combiner ${k.target} SIGKILLed at ${(k.atMs / 1000).toFixed(1)} s in round ${k.round}; its ${k.clients?.length ?? 0} client(s) reassigned ${fmtS(k.reassignedMs)} after the kill`);
+    }
+    if (outcome.stop) say(`stop in round ${outcome.stop.round}: every combiner and client idle ${Number.isFinite(outcome.stop.idleMs) ? `${outcome.stop.idleMs} ms` : 'NOT within 15 s'} after the reducer stopped the session`);
+  }
   say(`\nsession ${outcome.status}${outcome.failure ? ` (${outcome.failure})` : ''}: final accuracy ${finalAccuracy.toFixed(4)}, trail ${outcome.trail.ok ? `verified (${outcome.trail.entries} entries)` : `BROKEN: ${outcome.trail.reason}`}, ${(wallMs / 1000).toFixed(1)} s; plot ${plotPath}`);
   if (args.json) {
     console.log(
@@ -157,13 +217,18 @@ async function main(): Promise<void> {
         finalAccuracy: round4(finalAccuracy),
         status: outcome.status,
         trailVerified: outcome.trail.ok,
+        trailEntries: outcome.trail.entries,
+        ...(faultsOn ? { faults: { dropout: args.dropout, stragglers: args.stragglers, mode: args.dropoutMode, seed: args.seed } } : {}),
+        ...(outcome.kills ? { kills: outcome.kills } : {}),
+        ...(outcome.stop ? { stop: { ...outcome.stop, idleMs: Number.isFinite(outcome.stop.idleMs) ? outcome.stop.idleMs : null } } : {}),
         transport,
         processes: args.processes,
         wallMs,
       }),
     );
   }
-  if (outcome.status !== 'done') process.exitCode = 1;
+  // A session stopped on purpose (--stop-at) ended as asked.
+  if (outcome.status !== (args.stopAt !== undefined ? 'stopped' : 'done')) process.exitCode = 1;
 }
 
 type Args = ReturnType<typeof parseFlags<typeof flags>>;
@@ -175,7 +240,23 @@ async function runInProcess(args: Args, transport: 'inproc' | 'grpc' | 'ws', ses
   const store = args.store ? await openStore({ dir: args.store }) : undefined;
   const fed = await startFederation({
     combiners: args.combiners,
-    clients: parts.map((idx, i) => tfTask({ build, data: subset(train, idx), seed: args.seed * 1000 + i })),
+    clients: parts.map((idx, i) => {
+      const task = tfTask({ build, data: subset(train, idx), seed: args.seed * 1000 + i });
+      if (args.dropout === 0 && args.stragglers === 0) return task;
+      return withDropout(task, {
+        dropout: args.dropout,
+        stragglers: args.stragglers,
+        seed: args.seed,
+        clientsTotal: args.clients,
+        index: i,
+        mode: args.dropoutMode as DropoutMode,
+        disconnect: () => {
+          const client = fed.clients[i];
+          const combiner = client?.actor.getSnapshot().context.combiner;
+          if (combiner) client!.node.linkTo(combiner)?.close('dropout: client vanished');
+        },
+      });
+    }),
     strict: args.strict,
     store,
     evaluate: tfEvaluator(build, test),
@@ -208,6 +289,8 @@ async function runInProcess(args: Args, transport: 'inproc' | 'grpc' | 'ws', ses
     else await fed.close();
   }
 }
+
+const fmtS = (ms: number | undefined): string => (ms === undefined ? '(not measured)' : `${(ms / 1000).toFixed(1)} s`);
 
 const round4 = (x: number): number | null => (Number.isFinite(x) ? Math.round(x * 10_000) / 10_000 : null);
 

@@ -2,7 +2,8 @@
 // It trains the TF.js MNIST task on its shard, or the user's own task code (--task module.ts).
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { TaskCode } from '../actors/client.ts';
+import type { ClientHandle, TaskCode } from '../actors/client.ts';
+import { checkPlan, dropoutModes, withDropout, type DropoutMode } from '../actors/dropout.ts';
 import { defineSettings } from '../config.ts';
 import { parsePartition } from '../data/partition.ts';
 import { FedError, errorMessage } from '../errors.ts';
@@ -24,6 +25,9 @@ export const clientSettings = defineSettings({
   seed: { type: 'number', default: 1, min: 0, integer: true, help: 'seed of the data split and local shuffling' },
   trainSize: { type: 'number', default: MNIST_TRAIN, min: 1, max: 10_000, integer: true, help: 'training digits split among all clients' },
   token: { type: 'string', help: 'token presented to the reducer and the combiner' },
+  dropout: { type: 'number', default: 0, min: 0, max: 1, help: 'fault injection: fraction of the --clients-total clients that drop out each round (chosen by a hash of --seed, round and --index)' },
+  stragglers: { type: 'number', default: 0, min: 0, max: 1, help: 'fault injection: fraction of the clients that stall past the round timeout each round' },
+  dropoutMode: { type: 'string', default: 'fail', choices: dropoutModes, help: 'how a dropout vanishes: its training task fails, or it disconnects from its combiner' },
   exitWithParent: { type: 'boolean', default: false, env: false, help: 'also stop when stdin closes (for supervisors)' },
 });
 
@@ -64,9 +68,29 @@ export const clientCommand: Command = {
     const name = s.name.replace(/^client\//, '');
     const log = parsed.log.child({ name });
     if (s.index >= s.clientsTotal) throw new FedError('config', `--index ${s.index} must be below --clients-total ${s.clientsTotal}`);
-    const code = s.task
+    const faults = { dropout: s.dropout, stragglers: s.stragglers, seed: s.seed, clientsTotal: s.clientsTotal };
+    if (faults.dropout > 0 || faults.stragglers > 0) checkPlan(faults);
+    const base = s.task
       ? await loadTaskModule(s.task, { name, index: s.index, clientsTotal: s.clientsTotal, seed: s.seed, partition: s.partition })
       : await mnistTask({ kind: s.model as ModelKind, seed: s.seed, partition: s.partition, clientsTotal: s.clientsTotal, index: s.index, trainSize: s.trainSize });
+    let client: ClientHandle | undefined;
+    const code: TaskCode =
+      faults.dropout > 0 || faults.stragglers > 0
+        ? withDropout(base, {
+            ...faults,
+            index: s.index,
+            mode: s.dropoutMode as DropoutMode,
+            // Vanishing as a network loss would: the link to the combiner closes under the task.
+            disconnect: () => {
+              const combiner = client?.actor.getSnapshot().context.combiner;
+              if (combiner) client?.node.linkTo(combiner)?.close('dropout: client vanished');
+            },
+            onFate: (round, fate) => {
+              if (fate !== 'train') log.info({ round, fate, mode: fate === 'drop' ? s.dropoutMode : undefined }, 'fault injected');
+            },
+          })
+        : base;
+    if (code !== base) log.info({ dropout: faults.dropout, stragglers: faults.stragglers, mode: s.dropoutMode }, 'fault injection on');
     log.info({ numExamples: code.numExamples, task: s.task ?? `${s.data}/${s.model}`, shard: `${s.index + 1}/${s.clientsTotal}`, partition: s.partition }, 'task ready');
     const [{ startClient }, { Node }, { serveUntilSignal }, { transportFor }] = await Promise.all([
       import('../actors/client.ts'),
@@ -76,7 +100,7 @@ export const clientCommand: Command = {
     ]);
     const node = new Node({ name: `client-${name}`, transport: transportFor(s.reducerEndpoint), token: s.token });
     const stopNodeLogs = logNode(node, log);
-    const client = await startClient({
+    client = await startClient({
       node,
       name,
       code,
