@@ -12,8 +12,8 @@
 // mark, the same socket options); they neither frame nor hash anything.
 // Two more rows per library say where the difference goes: "channel" sends the same chunk frames
 // over the bare FrameChannel (no Link, no hash: what the transport itself costs), and "raw+sha256"
-// is the bare stream hashing each message as it arrives (what verifying alone costs, the ceiling for
-// any verified transfer on that library).
+// is the bare stream hashing each message as it arrives (what verifying alone costs: the ceiling for
+// a transfer on that library verified on the receiving thread).
 // Each round runs every path once, interleaved; the table shows the median and best round, and a
 // ratio is the median over rounds of the two paths' rates within the round (steadier than a ratio
 // of medians when the machine is shared).

@@ -8,12 +8,14 @@
 // link, and one link's blob transfer never shares a flow-control window with another's.
 //
 // Keepalive (defaults; both sides ping): an HTTP/2 PING every 10 s, and a connection whose PING is
-// not answered within 10 s is dropped, so a peer that vanished without a FIN/RST (power loss, network
-// partition, frozen process) is detected within ~20 s, and the stream ends with a 'timeout' or
-// 'closed' FedError. Pings are sent even without active calls so an idle link is watched too.
+// not answered within 20 s is dropped, so a peer that vanished without a FIN/RST (power loss, network
+// partition, frozen process) is detected within ~30 s, and the stream ends with a 'closed' (or
+// 'timeout') FedError. Pings are sent even without active calls so an idle link is watched too.
+// The answer to a PING needs the peer's event loop, so the timeout is also how long a node may block
+// its loop (a long synchronous training step) before its links are declared dead; 20 s leaves room.
 // grpc-js servers do not police ping rates (no ping strikes), so clients may ping this often.
-// FEDn uses 5 s/30 s on clients and 60 s/30 s on servers; we favour faster detection on both sides
-// because a combiner waiting for a dead client's update should learn early.
+// FEDn uses 5 s/30 s on clients and 60 s/30 s on servers; we ping as often on both sides because a
+// combiner waiting for a dead client's update should learn early.
 import * as grpc from '@grpc/grpc-js';
 import { FedError } from '../errors.ts';
 import { DEFAULT_MAX_FRAME_BYTES, WireChannel } from './chunk-frame.ts';
@@ -69,7 +71,7 @@ function settingsOf(opts: GrpcTransportOptions): Settings {
   return {
     maxFrameBytes: opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
     keepaliveMs: opts.keepaliveMs ?? 10_000,
-    keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? 10_000,
+    keepaliveTimeoutMs: opts.keepaliveTimeoutMs ?? 20_000,
     dialTimeoutMs: opts.dialTimeoutMs ?? 10_000,
     flowControlWindow: opts.flowControlWindow ?? 4 * 1024 * 1024,
     closeTimeoutMs: opts.closeTimeoutMs ?? 5_000,

@@ -6,9 +6,10 @@
 // reports which one this process really uses, and the tests and benchmark check it is native.
 //
 // Keepalive: each side sends a WebSocket ping every keepaliveMs (default 10 s); a peer from which
-// nothing (no pong, no message) arrived for keepaliveMs + keepaliveTimeoutMs (default 10 s + 10 s) is
+// nothing (no pong, no message) arrived for keepaliveMs + keepaliveTimeoutMs (default 10 s + 20 s) is
 // declared dead, its socket destroyed, and the channel ends with a 'timeout' FedError. TCP alone
-// cannot tell: a frozen or partitioned peer's kernel keeps ACKing or nothing comes back at all.
+// cannot tell: a frozen or partitioned peer's kernel keeps ACKing or nothing comes back at all. As
+// with gRPC, a pong needs the peer's event loop, so the budget also bounds how long a node may block.
 import http from 'node:http';
 import { createRequire } from 'node:module';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -46,7 +47,7 @@ function settingsOf(o: WsTransportOptions): Settings {
     maxFrameBytes: o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
     highWaterMark: o.highWaterMark ?? 2 * 1024 * 1024,
     keepaliveMs: o.keepaliveMs ?? 10_000,
-    keepaliveTimeoutMs: o.keepaliveTimeoutMs ?? 10_000,
+    keepaliveTimeoutMs: o.keepaliveTimeoutMs ?? 20_000,
     dialTimeoutMs: o.dialTimeoutMs ?? 10_000,
     closeTimeoutMs: o.closeTimeoutMs ?? 5_000,
   };
