@@ -349,7 +349,7 @@ async function main(): Promise<void> {
     );
     console.log('\nlink = Link.fetchBlob with sha256 verification (the measure); channel = the same chunk frames over the');
     console.log('bare FrameChannel, no Link and no hash (what the transport itself costs); raw+sha256 = the bare library');
-    console.log('stream hashing each message as it arrives (the floor for any verified transfer on that library).');
+    console.log('stream hashing each message as it arrives (what verifying on the receiving thread alone costs).');
     console.log(`\ntarget: ratio >= 0.8 for both -> grpc ${result.grpcRatio >= 0.8 ? 'met' : 'MISSED'}, ws ${result.wsRatio >= 0.8 ? 'met' : 'MISSED'}`);
     emitJson(result);
   } finally {
