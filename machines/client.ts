@@ -7,7 +7,7 @@
 // `training` stops the invoked actor, which aborts the user's training through its AbortSignal.
 import { and, assign, emit, enqueueActions, fromCallback, fromPromise, setup } from 'xstate';
 import type { RoundConfig } from '../src/protocol/generated.ts';
-import { backoffMs, outbound, type Inbound, type Outbound } from './common.ts';
+import { backoffMs, boundedDelay, outbound, type Inbound, type Outbound } from './common.ts';
 
 export interface ClientInput {
   self: string;
@@ -135,8 +135,8 @@ export const clientMachine = setup({
     })),
   },
   delays: {
-    backoff: ({ context }) => backoffMs(context.attempt, context.backoff.initialMs, context.backoff.maxMs, context.seed),
-    connectTimeout: ({ context }) => context.connectTimeoutMs,
+    backoff: ({ context }) => boundedDelay(backoffMs(context.attempt, context.backoff.initialMs, context.backoff.maxMs, context.seed)),
+    connectTimeout: ({ context }) => boundedDelay(context.connectTimeoutMs),
   },
   guards: {
     hasFixedCombiner: ({ context }) => !!context.fixedCombiner,

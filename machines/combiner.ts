@@ -8,7 +8,7 @@
 import { and, assign, emit, enqueueActions, fromCallback, fromPromise, raise, sendTo, setup } from 'xstate';
 import type { RoundConfig, StartRound } from '../src/protocol/generated.ts';
 import { firstNonFinite } from '../src/model/params.ts';
-import { addMetrics, meanMetrics, outbound, sample, type Inbound, type Outbound, type RejectionReason } from './common.ts';
+import { addMetrics, boundedDelay, meanMetrics, outbound, sample, type Inbound, type Outbound, type RejectionReason } from './common.ts';
 
 export interface CombinerInput {
   self: string;
@@ -163,7 +163,8 @@ export function admissionProblem(r: RoundState | null, e: Inbound<'TrainResult'>
   if (e.type === 'ValidateResult' && r.task !== 'validate') return 'stale-round';
   if (e.type === 'TrainResult' && e.baseModelId !== r.modelId) return 'base-mismatch';
   if (e.type === 'ValidateResult' && e.modelId !== r.modelId) return 'base-mismatch';
-  if (!Number.isFinite(e.numExamples) || e.numExamples <= 0) return 'bad-weight';
+  // a weight is a count of examples: an integer the wire's uint32 can carry, so sums cannot overflow
+  if (!Number.isInteger(e.numExamples) || e.numExamples <= 0 || e.numExamples > 0xffff_ffff) return 'bad-weight';
   return null;
 }
 
@@ -393,7 +394,7 @@ export const combinerMachine = setup({
     }),
   },
   delays: {
-    roundTimeout: ({ context }) => (context.round ? ms(context.round.config) : 180_000),
+    roundTimeout: ({ context }) => boundedDelay(context.round ? ms(context.round.config) : 180_000),
   },
   guards: {
     tooFewClients: ({ context }) => Object.keys(context.clients).length < minUpdates(context.round!),
@@ -485,7 +486,7 @@ export const combinerMachine = setup({
   },
   states: {
     idle: {
-      on: { StartRound: { guard: 'fromReducer', target: 'selecting', actions: 'openRound' } },
+      on: { StartRound: { guard: 'fromReducer', target: 'selecting', actions: ['openRound', { type: 'reportStatus', params: { force: true } }] } },
     },
     selecting: {
       always: [
@@ -571,6 +572,8 @@ export const combinerMachine = setup({
         'cancelStragglers',
         { type: 'discardAggregation', params: ({ context }) => ({ sessionId: context.round!.sessionId, round: context.round!.round }) },
         'closeRound',
+        // the reducer (and its dashboard) sees the combiner idle again at once
+        { type: 'reportStatus', params: { force: true } },
       ],
       always: 'idle',
     },

@@ -30,6 +30,14 @@ export const rejectionReasons = [
 ] as const;
 export type RejectionReason = (typeof rejectionReasons)[number];
 
+/**
+ * Longest delay a timer can hold: Node clamps anything at or above 2^31 ms to 1 ms, which would turn a
+ * very long (or hostile) timeout into an immediate one.
+ */
+export const MAX_DELAY_MS = 2 ** 31 - 1;
+
+export const boundedDelay = (ms: number): number => (Number.isFinite(ms) && ms > 0 ? Math.min(ms, MAX_DELAY_MS) : 0);
+
 /** 32-bit FNV-1a: a stable, dependency-free hash for deterministic sampling. */
 export function fnv1a(text: string, seed = 0x811c9dc5): number {
   let h = seed >>> 0;

@@ -7,7 +7,7 @@
 // `STOP` cancels the round on every combiner (which cancels every client task).
 import { assign, enqueueActions, fromPromise, not, setup } from 'xstate';
 import type { RoundConfig, RoundReport, ValidationReport } from '../src/protocol/generated.ts';
-import { outbound, type Inbound, type Outbound } from './common.ts';
+import { boundedDelay, outbound, type Inbound, type Outbound } from './common.ts';
 
 export interface SessionConfig {
   sessionId: string;
@@ -308,9 +308,10 @@ export const reducerMachine = setup({
     }),
   },
   delays: {
-    roundDeadline: ({ context }) => (context.session?.roundTimeoutMs ?? 180_000) + Math.min(30_000, Math.max(1_000, (context.session?.roundTimeoutMs ?? 0) * 0.25)),
-    quorumTimeout: ({ context }) => context.session?.quorumTimeoutMs ?? 60_000,
-    validationTimeout: ({ context }) => context.session?.roundTimeoutMs ?? 180_000,
+    roundDeadline: ({ context }) => boundedDelay((context.session?.roundTimeoutMs ?? 180_000) + Math.min(30_000, Math.max(1_000, (context.session?.roundTimeoutMs ?? 0) * 0.25))),
+    retryDelay: ({ context }) => boundedDelay(Math.min(context.session?.roundTimeoutMs ?? 5_000, 5_000, 500 * 2 ** Math.max(0, context.consecutiveFailures - 1))),
+    quorumTimeout: ({ context }) => boundedDelay(context.session?.quorumTimeoutMs ?? 60_000),
+    validationTimeout: ({ context }) => boundedDelay(context.session?.roundTimeoutMs ?? 180_000),
   },
   guards: {
     hasQuorum: ({ context }) => {
@@ -499,8 +500,12 @@ export const reducerMachine = setup({
           },
           onDone: { target: 'advancing', actions: 'closeRound' },
         },
+        // After a failed round the next one waits a little (growing with the failures in a row), so a
+        // transient loss (clients re-connecting, a stale membership report) costs one round, not the session.
         roundFailed: {
-          always: { target: 'advancing', actions: 'closeRound' },
+          entry: 'closeRound',
+          after: { retryDelay: 'advancing' },
+          always: { guard: 'tooManyFailures', target: 'advancing' },
         },
         advancing: {
           entry: { type: 'persistSession', params: { status: 'running' } },

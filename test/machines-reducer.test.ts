@@ -281,7 +281,11 @@ test('a round without any ok combiner model fails (too-few-combiner-models) and 
   assert.is(r.reduce.count, 0, 'nothing to reduce');
   assert.equal([history(r)[0]!.status, history(r)[0]!.reason, history(r)[0]!.modelId], ['failed', 'too-few-combiner-models', SEED]);
   assert.is(r.h.snapshot().context.consecutiveFailures, 1);
-  assert.is(r.h.state(), 'running.awaitingCombiners', 'the next round is dispatched');
+  assert.is(r.h.state(), 'running.roundFailed', 'a failed round backs off before the next one');
+  await r.h.advance(499);
+  assert.is(r.h.state(), 'running.roundFailed');
+  await r.h.advance(1);
+  assert.is(r.h.state(), 'running.awaitingCombiners', 'the next round is dispatched after 500 ms');
   assert.equal(r.startRounds().at(-1), { to: 'combiner/c1', round: 2, task: 'train', modelId: SEED });
   r.report('combiner/c1', 2);
   await r.h.flush();
@@ -309,6 +313,7 @@ test('a failing reduce fails the round (reduce-failed); after maxConsecutiveFail
   r.reduce.last().reject(new Error('layout mismatch'));
   await r.h.flush();
   assert.equal([history(r)[0]!.status, history(r)[0]!.reason], ['failed', 'reduce-failed']);
+  await r.h.advance(500);
   assert.is(r.h.state(), 'running.awaitingCombiners');
   r.report('combiner/c1', 2, { status: 'failed', modelId: '' });
   await r.h.flush();

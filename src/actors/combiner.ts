@@ -105,7 +105,13 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
         accumulators.set(keyOf(p), { acc: planFor(p.strategy).combiner.begin({ size: p.size, base: staged?.data, expected: p.expected }) });
       },
       foldUpdate: (_, p) => {
-        accumulators.get(keyOf(p))?.acc.add(p.data, p.weight);
+        // The machine admitted the update after its own checks; a strategy that still refuses it must
+        // not take the combiner down with it (XState rethrows action errors), so the refusal is reported.
+        try {
+          accumulators.get(keyOf(p))?.acc.add(p.data, p.weight);
+        } catch (e) {
+          node.emit('rejected', e instanceof FedError ? e : new FedError('internal', String(e)));
+        }
       },
       discardAggregation: (_, p) => {
         accumulators.delete(keyOf(p));
