@@ -34,7 +34,8 @@ export async function followSession(api: string, o: FollowOptions): Promise<ApiS
       if (status.session && status.session.id !== o.sessionId) throw new FedError('conflict', `the reducer now runs session ${status.session.id}, not ${o.sessionId}`);
       o.onStatus?.(status);
       const now = Date.now();
-      while (seen < status.history.length) o.onRound?.(status.history[seen++]!, now);
+      // (`o.onRound?.(history[seen++])` would skip the increment too when there is no listener, and spin.)
+      for (; seen < status.history.length; seen++) o.onRound?.(status.history[seen]!, now);
       if (status.session && isTerminal(status.state)) return status;
     }
     await new Promise((r) => setTimeout(r, o.intervalMs ?? 250));
