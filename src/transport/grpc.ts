@@ -16,11 +16,20 @@
 // grpc-js servers do not police ping rates (no ping strikes), so clients may ping this often.
 // FEDn uses 5 s/30 s on clients and 60 s/30 s on servers; we ping as often on both sides because a
 // combiner waiting for a dead client's update should learn early.
+//
+// Listening goes through the front door of tls.ts: a net.Server that limits new connections per
+// remote IP, runs TLS when configured (mutual TLS: a verified client certificate becomes the
+// channel's identity; a refused one ends the stream with UNAUTHENTICATED), and hands each connection
+// to grpc-js through a connection injector. Dialing with TLS uses grpc-js's own TLS credentials; when
+// a dial fails, a bare TLS handshake tells why (untrusted or expired server certificate, a listener
+// that does or does not speak TLS) as an 'unauthenticated' FedError.
 import * as grpc from '@grpc/grpc-js';
 import { FedError } from '../errors.ts';
+import type { RateSpec } from '../security/rate-limit.ts';
 import { DEFAULT_MAX_FRAME_BYTES, WireChannel } from './chunk-frame.ts';
-import { formatEndpoint, parseEndpoint } from './endpoint.ts';
-import type { FrameChannel, Listener, Transport } from './types.ts';
+import { bareHost, formatEndpoint, parseEndpoint } from './endpoint.ts';
+import { explainDialFailure, identityOfCertificate, openFrontDoor, type FrontDoor, type TlsOptions } from './tls.ts';
+import type { FrameChannel, Listener, PeerIdentity, Transport } from './types.ts';
 
 export interface GrpcTransportOptions {
   /** Largest encoded frame either way (gRPC's own receive cut-off sits at twice this). */
@@ -37,6 +46,12 @@ export interface GrpcTransportOptions {
   flowControlWindow?: number;
   /** How long a graceful close waits for the peer's end of stream before cancelling. */
   closeTimeoutMs?: number;
+  /** TLS on every link of this transport (server certificate to listen, CA to verify peers; see tls.ts). */
+  tls?: TlsOptions;
+  /** New connections a listener accepts per remote IP; the excess is dropped before any TLS work. */
+  connectionRate?: RateSpec;
+  /** Told about each connection a listener refused (rate-limited, failed TLS handshake, refused certificate). */
+  onRefused?: (error: FedError, peer: string) => void;
 }
 
 export const LINK_METHOD = '/fedstate.v1.Transport/Link';
@@ -105,7 +120,7 @@ function errorFromStatus(peer: string, s: grpc.StatusObject): FedError {
   const detail = { grpcCode: s.code };
   switch (s.code) {
     case grpc.status.RESOURCE_EXHAUSTED:
-      return new FedError('oversized', what, detail);
+      return new FedError(/^rate-limited: /.test(s.details) ? 'rate-limited' : 'oversized', what, detail);
     case grpc.status.INVALID_ARGUMENT:
       return new FedError('malformed', what, detail);
     case grpc.status.DEADLINE_EXCEEDED:
@@ -128,6 +143,7 @@ function statusFromError(e: FedError): grpc.status {
     case 'unknown-message':
       return grpc.status.INVALID_ARGUMENT;
     case 'oversized':
+    case 'rate-limited':
       return grpc.status.RESOURCE_EXHAUSTED;
     case 'unauthenticated':
       return grpc.status.UNAUTHENTICATED;
@@ -164,6 +180,11 @@ abstract class GrpcChannel extends WireChannel {
     call.on('error', () => undefined);
   }
 
+  /** Ends the channel at once with `error`, telling the peer (status code and message). */
+  abortWith(error: FedError): void {
+    this.fail(error);
+  }
+
   protected write(bytes: Buffer, release?: () => void): Promise<void> {
     // write() returning false means the stream's buffer is at its high-water mark: the frame is
     // queued, and the sender waits for 'drain' before offering the next one. The write callback
@@ -175,15 +196,24 @@ abstract class GrpcChannel extends WireChannel {
 
 class GrpcClientChannel extends GrpcChannel {
   private closeTimer: NodeJS.Timeout | undefined;
+  private serverIdentity: PeerIdentity | undefined;
 
   constructor(
     private readonly client: grpc.Client,
     private readonly clientCall: grpc.ClientDuplexStream<Buffer, Buffer>,
     peer: string,
     private readonly settings: Settings,
+    private readonly secure: boolean,
   ) {
     super(clientCall, peer, settings.maxFrameBytes);
     clientCall.on('status', (s: grpc.StatusObject) => this.onStatus(s));
+  }
+
+  /** With TLS: the fedstate identity the server's (verified) certificate names, once the stream is up. */
+  get identity(): PeerIdentity | undefined {
+    if (!this.secure) return undefined;
+    this.serverIdentity ??= identityOfCertificate(this.clientCall.getAuthContext()?.sslPeerCertificate);
+    return this.serverIdentity;
   }
 
   private onStatus(s: grpc.StatusObject): void {
@@ -227,6 +257,7 @@ class GrpcServerChannel extends GrpcChannel {
     private readonly serverCall: grpc.ServerDuplexStream<Buffer, Buffer>,
     private readonly onGone: (ch: GrpcServerChannel) => void,
     maxFrameBytes: number,
+    readonly identity?: PeerIdentity,
   ) {
     super(serverCall, `grpc://${serverCall.getPeer()}`, maxFrameBytes);
     serverCall.on('end', () => {
@@ -293,11 +324,16 @@ export class GrpcTransport implements Transport {
     const ep = parseEndpoint(endpoint, 'grpc');
     const server = new grpc.Server(grpcChannelOptions(this.options));
     const open = new Set<GrpcServerChannel>();
+    const secure = !!this.options.tls;
     let closing = false;
+    let door: FrontDoor | undefined;
     server.addService(linkServiceDefinition, {
       link: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
-        const ch = new GrpcServerChannel(call, (c) => open.delete(c), this.settings.maxFrameBytes);
+        const verdict = secure ? door?.verdictByPeer(call.getPeer()) : undefined;
+        const ch = new GrpcServerChannel(call, (c) => open.delete(c), this.settings.maxFrameBytes, verdict?.identity);
         if (closing) return ch.close('listener closing');
+        if (secure && !verdict) return ch.abortWith(new FedError('unauthenticated', `no TLS session known for ${call.getPeer()}`));
+        if (verdict?.error) return ch.abortWith(verdict.error);
         open.add(ch);
         try {
           accept(ch);
@@ -306,20 +342,31 @@ export class GrpcTransport implements Transport {
         }
       },
     });
-    const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(`${ep.host}:${ep.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => {
-        if (!err) return resolve(p);
-        server.forceShutdown();
-        // grpc-js reports EADDRINUSE only as "No address added"; a taken port is the usual cause.
-        const taken = /in use|No address added/i.test(err.message) && ep.port !== 0;
-        reject(new FedError(taken ? 'conflict' : 'config', `cannot listen on ${endpoint}: ${err.message}`));
+    // Connections reach grpc-js through an injector: the front door (tls.ts) owns the socket, limits
+    // the connection rate and runs TLS; grpc-js speaks HTTP/2 on whatever it is given.
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    try {
+      door = await openFrontDoor({
+        host: bareHost(ep.host),
+        port: ep.port,
+        endpoint,
+        tls: this.options.tls,
+        alpn: ['h2'],
+        connectionRate: this.options.connectionRate,
+        onRefused: this.options.onRefused,
+        deliver: (socket) => injector.injectConnection(socket),
       });
-    });
+    } catch (e) {
+      server.forceShutdown();
+      throw e;
+    }
+    const frontDoor = door;
     return {
-      endpoint: formatEndpoint({ ...ep, port }),
+      endpoint: formatEndpoint({ ...ep, port: frontDoor.port }),
       close: async () => {
         if (closing) return;
         closing = true;
+        frontDoor.stopAccepting();
         for (const ch of [...open]) ch.close('listener closed');
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
@@ -332,20 +379,26 @@ export class GrpcTransport implements Transport {
             resolve();
           });
         });
+        frontDoor.destroyAll();
       },
     };
   }
 
   async dial(endpoint: string): Promise<FrameChannel> {
     const ep = parseEndpoint(endpoint, 'grpc');
-    const client = new grpc.Client(`${ep.host}:${ep.port}`, grpc.credentials.createInsecure(), grpcChannelOptions(this.options));
+    const t = this.options.tls;
+    const buf = (v: string | Buffer | undefined): Buffer | null => (v === undefined ? null : Buffer.from(v));
+    const credentials = t ? grpc.credentials.createSsl(buf(t.ca), buf(t.key), buf(t.cert)) : grpc.credentials.createInsecure();
+    const client = new grpc.Client(`${ep.host}:${ep.port}`, credentials, grpcChannelOptions(this.options));
     try {
       await waitForReady(client, endpoint, this.settings.dialTimeoutMs);
     } catch (e) {
       client.close();
+      // grpc-js only says the connection failed; when TLS is why, a bare handshake names the problem.
+      if (e instanceof FedError && e.code === 'closed') throw (await explainDialFailure({ host: bareHost(ep.host), port: ep.port, endpoint, alpn: ['h2'] }, t)) ?? e;
       throw e;
     }
     const call = client.makeBidiStreamRequest<Buffer, Buffer>(LINK_METHOD, identity, identity);
-    return new GrpcClientChannel(client, call, formatEndpoint(ep), this.settings);
+    return new GrpcClientChannel(client, call, formatEndpoint(ep), this.settings, !!t);
   }
 }

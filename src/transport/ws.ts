@@ -10,13 +10,23 @@
 // declared dead, its socket destroyed, and the channel ends with a 'timeout' FedError. TCP alone
 // cannot tell: a frozen or partitioned peer's kernel keeps ACKing or nothing comes back at all. As
 // with gRPC, a pong needs the peer's event loop, so the budget also bounds how long a node may block.
+//
+// Listening goes through the front door of tls.ts (per-IP connection rate, TLS), then a node:http
+// server whose upgrades become WebSockets. With TLS the dialer uses wss://; a listener that refuses a
+// peer's certificate answers the upgrade with HTTP 401 and the reason, a dialer's TLS failure is
+// named by its certificate error, both as 'unauthenticated' FedErrors. Closes carry fedstate codes in
+// the private range: 4401 unauthenticated, 4429 rate-limited.
 import http from 'node:http';
 import { createRequire } from 'node:module';
+import type net from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import WebSocket, { WebSocketServer } from 'ws';
 import { FedError, errorMessage } from '../errors.ts';
+import type { RateSpec } from '../security/rate-limit.ts';
 import { DEFAULT_MAX_FRAME_BYTES, WireChannel } from './chunk-frame.ts';
 import { bareHost, formatEndpoint, parseEndpoint } from './endpoint.ts';
-import type { FrameChannel, Listener, Transport } from './types.ts';
+import { classifyTlsError, clientTlsOptions, explainDialFailure, identityOfCertificate, openFrontDoor, type FrontDoor, type TlsOptions } from './tls.ts';
+import type { FrameChannel, Listener, PeerIdentity, Transport } from './types.ts';
 
 export interface WsTransportOptions {
   /** Largest encoded frame either way; also ws's maxPayload. */
@@ -31,6 +41,12 @@ export interface WsTransportOptions {
   dialTimeoutMs?: number;
   /** How long a graceful close waits for the peer's close frame before destroying the socket. */
   closeTimeoutMs?: number;
+  /** TLS on every link of this transport (wss://; server certificate to listen, CA to verify peers; see tls.ts). */
+  tls?: TlsOptions;
+  /** New connections a listener accepts per remote IP; the excess is dropped before any TLS work. */
+  connectionRate?: RateSpec;
+  /** Told about each connection a listener refused (rate-limited, failed TLS handshake, refused certificate). */
+  onRefused?: (error: FedError, peer: string) => void;
 }
 
 interface Settings {
@@ -85,6 +101,8 @@ const CLOSE_INVALID = 1007;
 const CLOSE_POLICY = 1008;
 const CLOSE_TOO_BIG = 1009;
 const CLOSE_INTERNAL = 1011;
+const CLOSE_UNAUTHENTICATED = 4401;
+const CLOSE_RATE_LIMITED = 4429;
 
 function closeCodeFor(e: FedError): number {
   switch (e.code) {
@@ -94,6 +112,9 @@ function closeCodeFor(e: FedError): number {
     case 'unknown-message':
       return CLOSE_INVALID;
     case 'unauthenticated':
+      return CLOSE_UNAUTHENTICATED;
+    case 'rate-limited':
+      return CLOSE_RATE_LIMITED;
     case 'forbidden':
       return CLOSE_POLICY;
     default:
@@ -116,6 +137,10 @@ function errorFromClose(peer: string, code: number, reason: string): FedError {
       return new FedError('malformed', what, { wsCode: code });
     case CLOSE_POLICY:
       return new FedError('forbidden', what, { wsCode: code });
+    case CLOSE_UNAUTHENTICATED:
+      return new FedError('unauthenticated', what, { wsCode: code });
+    case CLOSE_RATE_LIMITED:
+      return new FedError('rate-limited', what, { wsCode: code });
     default:
       return new FedError(code === CLOSE_INTERNAL ? 'internal' : 'closed', what, { wsCode: code });
   }
@@ -138,6 +163,7 @@ class WsChannel extends WireChannel {
     private readonly ws: WebSocket,
     readonly peer: string,
     private readonly settings: Settings,
+    readonly identity?: PeerIdentity,
   ) {
     super(settings.maxFrameBytes);
     ws.binaryType = 'nodebuffer';
@@ -166,6 +192,11 @@ class WsChannel extends WireChannel {
     });
     this.keepalive = setInterval(() => this.checkAlive(), settings.keepaliveMs);
     this.keepalive.unref();
+  }
+
+  /** Ends the channel at once with `error`, telling the peer (close code and reason). */
+  abortWith(error: FedError): void {
+    this.fail(error);
   }
 
   private checkAlive(): void {
@@ -230,37 +261,56 @@ export class WsTransport implements Transport {
 
   async listen(endpoint: string, accept: (channel: FrameChannel) => void): Promise<Listener> {
     const ep = parseEndpoint(endpoint, 'ws');
-    const wss = new WebSocketServer({ host: bareHost(ep.host), port: ep.port, ...wsSocketOptions(this.options) });
+    const secure = !!this.options.tls;
+    const wss = new WebSocketServer({ noServer: true, ...wsSocketOptions(this.options) });
     const open = new Set<WsChannel>();
     let closing = false;
-    await new Promise<void>((resolve, reject) => {
-      wss.once('listening', resolve);
-      wss.once('error', (err: Error & { code?: string }) =>
-        reject(new FedError(err.code === 'EADDRINUSE' ? 'conflict' : 'config', `cannot listen on ${endpoint}: ${err.message}`)),
-      );
+    let door: FrontDoor | undefined;
+    // Plain requests get what ws's own server answers: this endpoint only speaks WebSocket.
+    const server = http.createServer((_req, res) => {
+      res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket' });
+      res.end('this endpoint speaks WebSocket only\n');
     });
-    // After listening, server errors (a failed handshake, a socket error) concern one connection.
-    wss.on('error', () => undefined);
-    wss.on('wsClientError', (_err, socket) => socket.destroy());
-    wss.on('connection', (ws, req) => {
-      const ch = new WsChannel(ws, `ws://${req.socket.remoteAddress}:${req.socket.remotePort}`, this.settings);
-      if (closing) return ch.goAway('listener closing');
-      open.add(ch);
-      const onClose = (): void => void open.delete(ch);
-      ws.once('close', onClose);
-      try {
-        accept(ch);
-      } catch (e) {
-        ch.close(`refused: ${errorMessage(e)}`);
+    server.on('clientError', (_err, socket: net.Socket) => socket.destroy());
+    server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+      socket.on('error', () => undefined);
+      if (closing) return void socket.destroy();
+      const verdict = secure ? door?.verdictOf(req.socket) : undefined;
+      const refusal = verdict?.error ?? (secure && !verdict ? new FedError('unauthenticated', 'no TLS session for this connection') : undefined);
+      if (refusal) {
+        const body = refusal.message;
+        socket.end(`HTTP/1.1 401 Unauthorized\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+        return;
       }
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        const ch = new WsChannel(ws, `ws://${req.socket.remoteAddress}:${req.socket.remotePort}`, this.settings, verdict?.identity);
+        if (closing) return ch.goAway('listener closing');
+        open.add(ch);
+        ws.once('close', () => void open.delete(ch));
+        try {
+          accept(ch);
+        } catch (e) {
+          ch.close(`refused: ${errorMessage(e)}`);
+        }
+      });
     });
-    const address = wss.address();
-    const port = typeof address === 'object' && address ? address.port : ep.port;
+    door = await openFrontDoor({
+      host: bareHost(ep.host),
+      port: ep.port,
+      endpoint,
+      tls: this.options.tls,
+      alpn: ['http/1.1'],
+      connectionRate: this.options.connectionRate,
+      onRefused: this.options.onRefused,
+      deliver: (socket) => server.emit('connection', socket),
+    });
+    const frontDoor = door;
     return {
-      endpoint: formatEndpoint({ ...ep, port }),
+      endpoint: formatEndpoint({ ...ep, port: frontDoor.port }),
       close: async () => {
         if (closing) return;
         closing = true;
+        frontDoor.stopAccepting();
         for (const ch of [...open]) ch.goAway('listener closed');
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
@@ -272,25 +322,58 @@ export class WsTransport implements Transport {
             resolve();
           });
         });
+        frontDoor.destroyAll();
       },
     };
   }
 
   dial(endpoint: string): Promise<FrameChannel> {
     const ep = parseEndpoint(endpoint, 'ws');
-    const url = `ws://${ep.host}:${ep.port}/`;
+    const t = this.options.tls;
+    const host = bareHost(ep.host);
+    const url = `${t ? 'wss' : 'ws'}://${ep.host}:${ep.port}/`;
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, { ...wsSocketOptions(this.options), handshakeTimeout: this.settings.dialTimeoutMs });
-      const onError = (err: Error): void => {
+      const ws = new WebSocket(url, { ...wsSocketOptions(this.options), handshakeTimeout: this.settings.dialTimeoutMs, ...(t ? clientTlsOptions(t, host) : {}) });
+      let serverIdentity: PeerIdentity | undefined;
+      let settled = false;
+      const fail = (error: FedError): void => {
+        if (settled) return;
+        settled = true;
         ws.removeListener('open', onOpen);
         ws.on('error', () => undefined);
+        reject(error);
+      };
+      const onError = (err: Error & { code?: string }): void => {
+        const tlsError = t ? classifyTlsError(err, endpoint) : undefined;
+        if (tlsError) return fail(tlsError);
         const timedOut = /timed out/i.test(err.message);
-        reject(new FedError(timedOut ? 'timeout' : 'closed', `cannot connect to ${endpoint}: ${err.message}`));
+        const plain = new FedError(timedOut ? 'timeout' : 'closed', `cannot connect to ${endpoint}: ${err.message}`);
+        if (timedOut || err.code === 'ECONNREFUSED') return fail(plain);
+        // A reset during the handshake: perhaps a TLS listener that a plaintext dialer cannot talk to.
+        void explainDialFailure({ host, port: ep.port, endpoint, alpn: ['http/1.1'] }, t).then((why) => fail(why ?? plain));
       };
       const onOpen = (): void => {
         ws.removeListener('error', onError);
-        resolve(new WsChannel(ws, formatEndpoint(ep), this.settings));
+        if (settled) return;
+        settled = true;
+        resolve(new WsChannel(ws, formatEndpoint(ep), this.settings, serverIdentity));
       };
+      ws.once('upgrade', (res: http.IncomingMessage) => {
+        if (t) serverIdentity = identityOfCertificate((res.socket as TLSSocket).getPeerCertificate());
+      });
+      // A refused upgrade says why in its status and body (401 from a listener that refused our certificate).
+      ws.once('unexpected-response', (req: http.ClientRequest, res: http.IncomingMessage) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += body.length < 1000 ? d : ''));
+        res.on('end', () => {
+          const status = res.statusCode ?? 0;
+          const code = status === 401 ? 'unauthenticated' : status === 429 ? 'rate-limited' : status === 403 ? 'forbidden' : 'closed';
+          fail(new FedError(code, `${endpoint} refused the WebSocket upgrade (${status}): ${body.trim().replace(/^[a-z-]+: /, '') || res.statusMessage}`, { httpStatus: status }));
+          req.destroy();
+        });
+        res.on('error', () => undefined);
+      });
       ws.once('error', onError);
       ws.once('open', onOpen);
     });
