@@ -18,8 +18,11 @@ export interface InprocFederationOptions {
   strict?: boolean;
   store?: Store;
   evaluate?: ReducerOptions['evaluate'];
-  /** Transport factory; defaults to one shared in-process network. */
-  transport?: () => Transport;
+  /**
+   * Transport factory, called with the address of the actor each node hosts (reducer/main,
+   * combiner/c1, client/k1: per-node TLS certificates); defaults to one shared in-process network.
+   */
+  transport?: (address: string) => Transport;
   /** Endpoint for node `name` on the chosen transport. */
   endpoint?: (name: string) => string;
   clientTimeoutMs?: number;
@@ -50,14 +53,14 @@ export async function startFederation(opts: InprocFederationOptions): Promise<Fe
 
   const credentials = (role: Role, sub: string): { token?: string; secret?: string } =>
     opts.auth ? { token: mintToken(opts.auth.secret, { sub, role }), secret: opts.auth.secret } : {};
-  const reducerOptions = (store?: Store): ReducerOptions => ({ ...credentials('reducer', 'main'), transport: transport(), listen: endpoint('reducer'), store, evaluate: opts.evaluate, inspect: opts.inspect?.('reducer/main') });
+  const reducerOptions = (store?: Store): ReducerOptions => ({ ...credentials('reducer', 'main'), transport: transport('reducer/main'), listen: endpoint('reducer'), store, evaluate: opts.evaluate, inspect: opts.inspect?.('reducer/main') });
   let reducer = await startReducer(reducerOptions(opts.store));
   const combiners: CombinerHandle[] = [];
   for (let i = 0; i < opts.combiners; i++) {
     const name = `c${i + 1}`;
     combiners.push(
       await startCombiner({
-        node: new Node({ name: `combiner-${name}`, transport: transport(), ...credentials('combiner', name) }),
+        node: new Node({ name: `combiner-${name}`, transport: transport(`combiner/${name}`), ...credentials('combiner', name) }),
         name,
         listen: endpoint(`combiner-${name}`),
         reducerEndpoint: reducer.endpoint,
@@ -72,7 +75,7 @@ export async function startFederation(opts: InprocFederationOptions): Promise<Fe
     const name = `k${i + 1}`;
     clients.push(
       await startClient({
-        node: new Node({ name: `client-${name}`, transport: transport(), token: credentials('client', name).token }),
+        node: new Node({ name: `client-${name}`, transport: transport(`client/${name}`), token: credentials('client', name).token }),
         name,
         code,
         reducerEndpoint: reducer.endpoint,

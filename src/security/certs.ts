@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { FedError } from '../errors.ts';
+import type { TlsOptions } from '../transport/tls.ts';
 import type { PeerIdentity } from '../transport/types.ts';
 
 const crypto = webcrypto as unknown as Crypto;
@@ -145,7 +146,16 @@ export interface NodeCertOptions extends Validity {
  * A certificate for one node, signed by `ca`: usable as a server (combiners and the reducer listen)
  * and as a TLS client (every node dials). Valid 1 year by default.
  */
-export async function issueNodeCert(ca: CertificateAuthority, spec: NodeSpec, opts: NodeCertOptions = {}): Promise<Issued> {
+export function issueNodeCert(ca: CertificateAuthority, spec: NodeSpec, opts: NodeCertOptions = {}): Promise<Issued> {
+  return nodeCert(ca, spec, opts);
+}
+
+/** A node certificate signed by its own key (no CA vouches for it): what a dialer must refuse. */
+export function selfSignedNodeCert(spec: NodeSpec, opts: NodeCertOptions = {}): Promise<Issued> {
+  return nodeCert(undefined, spec, opts);
+}
+
+async function nodeCert(ca: CertificateAuthority | undefined, spec: NodeSpec, opts: NodeCertOptions): Promise<Issued> {
   const keys = (await crypto.subtle.generateKey(KEY_ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
   const hosts = [...new Set(['localhost', '127.0.0.1', '::1', ...(opts.hosts ?? [])])];
   for (const h of hosts) {
@@ -155,12 +165,14 @@ export async function issueNodeCert(ca: CertificateAuthority, spec: NodeSpec, op
     { type: 'url', value: identityUri(spec) },
     ...hosts.map((h): x509.JsonGeneralName => (isIP(h) ? { type: 'ip', value: h } : { type: 'dns', value: h })),
   ];
+  const subject = `CN=${escapeDn(`${spec.role}/${spec.name}`)}, O=fedstate`;
+  const issuerKey = ca?.keys ?? keys;
   const certificate = await x509.X509CertificateGenerator.create({
     serialNumber: serial(),
-    subject: `CN=${escapeDn(`${spec.role}/${spec.name}`)}, O=fedstate`,
-    issuer: ca.certificate.subject,
+    subject,
+    issuer: ca?.certificate.subject ?? subject,
     publicKey: keys.publicKey,
-    signingKey: ca.keys.privateKey,
+    signingKey: issuerKey.privateKey,
     signingAlgorithm: SIGN_ALG,
     ...validity(opts, 365),
     extensions: [
@@ -169,7 +181,7 @@ export async function issueNodeCert(ca: CertificateAuthority, spec: NodeSpec, op
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
       new x509.SubjectAlternativeNameExtension(names),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-      await x509.AuthorityKeyIdentifierExtension.create(ca.keys.publicKey),
+      await x509.AuthorityKeyIdentifierExtension.create(issuerKey.publicKey),
     ],
   });
   return { cert: certificate.toString('pem') + '\n', key: await pemKey(keys.privateKey) };
@@ -204,4 +216,30 @@ export async function writeDevPki(dir: string, nodes: NodeSpec[], opts: NodeCert
     out.push({ ...spec, cert: write(`${stem}.crt`, issued.cert), key: write(`${stem}.key`, issued.key, true) });
   }
   return { dir, ca: caPath, nodes: out };
+}
+
+/** `reducer/main`, `combiner/c1`, `client/k1` -> NodeSpec (the addresses the federation factory passes). */
+export function specOfAddress(address: string): NodeSpec {
+  return parseNodeSpec(address);
+}
+
+/**
+ * In-memory TLS settings for a development federation: one CA, and for each address a certificate
+ * (server and client use) with the CA to verify peers. For tests and `sandbox/run.ts --tls`.
+ */
+export async function devTls(
+  addresses: string[],
+  opts: NodeCertOptions & { requireClientCert?: boolean } = {},
+): Promise<{ ca: CertificateAuthority; forAddress: (address: string) => TlsOptions }> {
+  const ca = await createCa();
+  const issued = new Map<string, Issued>();
+  for (const a of addresses) issued.set(a, await issueNodeCert(ca, specOfAddress(a), opts));
+  return {
+    ca,
+    forAddress: (address) => {
+      const mine = issued.get(address);
+      if (!mine) throw new FedError('config', `no development certificate for ${address} (made for ${[...issued.keys()].join(', ')})`);
+      return { cert: mine.cert, key: mine.key, ca: ca.cert, requireClientCert: opts.requireClientCert };
+    },
+  };
 }

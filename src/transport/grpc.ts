@@ -28,7 +28,7 @@ import { FedError } from '../errors.ts';
 import type { RateSpec } from '../security/rate-limit.ts';
 import { DEFAULT_MAX_FRAME_BYTES, WireChannel } from './chunk-frame.ts';
 import { bareHost, formatEndpoint, parseEndpoint } from './endpoint.ts';
-import { explainDialFailure, identityOfCertificate, openFrontDoor, type FrontDoor, type TlsOptions } from './tls.ts';
+import { explainDialFailure, identityOfCertificate, openFrontDoor, refusalInReason, type FrontDoor, type TlsOptions } from './tls.ts';
 import type { FrameChannel, Listener, PeerIdentity, Transport } from './types.ts';
 
 export interface GrpcTransportOptions {
@@ -226,7 +226,7 @@ class GrpcClientChannel extends GrpcChannel {
     // buffer, so report the end only after they were delivered.
     const reason = decodeReason(s.metadata) ?? 'stream ended';
     const done = (): void => {
-      this.finish(new FedError('closed', `peer ${this.peer} closed: ${reason}`, { clean: true }));
+      this.finish(new FedError(refusalInReason(reason) ?? 'closed', `peer ${this.peer} closed: ${reason}`, { clean: true }));
       this.dispose();
     };
     if (this.clientCall.readableEnded) done();

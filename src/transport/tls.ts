@@ -110,7 +110,7 @@ export function verdictOf(socket: tls.TLSSocket, opts: TlsOptions, peer: string)
   return { identity };
 }
 
-const certProblem = /CERT|SELF_SIGNED|UNABLE_TO|ALTNAME|HOSTNAME/;
+const certProblem = /CERT|SELF_SIGNED|UNABLE_TO|ALTNAME|HOSTNAME|PURPOSE/;
 const notTls = /WRONG_VERSION_NUMBER|PACKET_LENGTH_TOO_LONG|UNKNOWN_PROTOCOL|HTTP_REQUEST|RECORD_LAYER/;
 
 /** A dialer's TLS failure as a typed error (undefined when it is not a TLS problem). */
@@ -122,6 +122,18 @@ export function classifyTlsError(err: Error & { code?: string }, endpoint: strin
   }
   if (/ALERT/.test(code)) return new FedError('unauthenticated', `${endpoint} refused the TLS handshake: ${err.message}`, { tls: code });
   return undefined;
+}
+
+const refusalCodes = ['unauthenticated', 'forbidden', 'impersonation', 'rate-limited', 'oversized'] as const;
+
+/**
+ * A peer that closes a channel gracefully because it refused us says so in its reason
+ * ("forbidden: client k1 may not host client/k2"); the channel then ends with that code rather than
+ * a plain 'closed', so a dialer learns why its link was refused.
+ */
+export function refusalInReason(reason: string): FedError['code'] | undefined {
+  const m = /^([a-z-]+): /.exec(reason);
+  return m && (refusalCodes as readonly string[]).includes(m[1]!) ? (m[1] as FedError['code']) : undefined;
 }
 
 export interface DialTarget {

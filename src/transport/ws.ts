@@ -25,7 +25,7 @@ import { FedError, errorMessage } from '../errors.ts';
 import type { RateSpec } from '../security/rate-limit.ts';
 import { DEFAULT_MAX_FRAME_BYTES, WireChannel } from './chunk-frame.ts';
 import { bareHost, formatEndpoint, parseEndpoint } from './endpoint.ts';
-import { classifyTlsError, clientTlsOptions, explainDialFailure, identityOfCertificate, openFrontDoor, type FrontDoor, type TlsOptions } from './tls.ts';
+import { classifyTlsError, clientTlsOptions, explainDialFailure, identityOfCertificate, openFrontDoor, refusalInReason, type FrontDoor, type TlsOptions } from './tls.ts';
 import type { FrameChannel, Listener, PeerIdentity, Transport } from './types.ts';
 
 export interface WsTransportOptions {
@@ -127,7 +127,7 @@ function errorFromClose(peer: string, code: number, reason: string): FedError {
   switch (code) {
     case CLOSE_NORMAL:
     case CLOSE_GOING_AWAY:
-      return new FedError('closed', what, { wsCode: code, clean: true });
+      return new FedError(refusalInReason(reason) ?? 'closed', what, { wsCode: code, clean: true });
     case CLOSE_ABNORMAL:
       return new FedError('closed', `connection to ${peer} lost`, { wsCode: code, clean: false });
     case CLOSE_TOO_BIG:
