@@ -1,10 +1,13 @@
 // The reducer's HTTP surface: a small router on node:http serving the REST API (JSON under /api),
-// for the CLI, scripts and the dashboard. Every write needs the admin token.
+// for the CLI, scripts and the dashboard. Every write needs the admin token. Requests (and WebSocket
+// upgrades) are rate-limited per client IP with a token bucket: the excess is answered 429
+// {error: 'rate-limited'} with a Retry-After header.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { timingSafeEqual } from 'node:crypto';
 import { FedError, errorMessage, isFedError, type ErrorCode } from '../errors.ts';
+import { KeyedLimiter, type RateSpec } from '../security/rate-limit.ts';
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
@@ -92,14 +95,33 @@ export interface ApiOptions {
   /** Admin token required (as `Authorization: Bearer <token>`) on every write. */
   adminToken?: string;
   maxBodyBytes?: number;
+  /** Requests per second per client IP (default 50/s, bursts of 100); perSecond 0 switches it off. */
+  rateLimit?: RateSpec;
 }
+
+export const defaultApiRate: RateSpec = { perSecond: 50, burst: 100 };
 
 export class ApiServer {
   private readonly routes: Route[] = [];
   private readonly upgrades = new Map<string, UpgradeHandler>();
   private server: Server | undefined;
+  private readonly limiter: KeyedLimiter;
 
-  constructor(private readonly opts: ApiOptions = {}) {}
+  constructor(private readonly opts: ApiOptions = {}) {
+    this.limiter = new KeyedLimiter(opts.rateLimit ?? defaultApiRate);
+  }
+
+  /** Requests refused for their rate so far. */
+  get rateLimited(): number {
+    return this.limiter.refused;
+  }
+
+  /** Takes a token for the client at `ip`; the refusal says when to come back. */
+  private admit(ip: string): FedError | undefined {
+    if (this.limiter.take(ip)) return undefined;
+    const wait = Math.max(1, Math.ceil(this.limiter.waitSeconds(ip)));
+    return new FedError('rate-limited', `too many requests from ${ip} (limit ${this.limiter.spec.perSecond}/s); retry in ${wait} s`, { retryAfter: wait });
+  }
 
   /** Registers a route; `:name` segments become params. Non-GET routes require the admin token. */
   route(method: Method, path: string, handler: Handler, doc?: RouteDoc): this {
@@ -128,6 +150,11 @@ export class ApiServer {
   async listen(port: number, host = '127.0.0.1'): Promise<string> {
     this.server = createServer((req, res) => void this.handle(req, res));
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const limited = this.admit(req.socket.remoteAddress ?? '?');
+      if (limited) {
+        socket.end(`HTTP/1.1 429 Too Many Requests\r\nretry-after: ${String(limited.detail?.retryAfter ?? 1)}\r\nconnection: close\r\n\r\n`);
+        return;
+      }
       const handler = this.upgrades.get(new URL(req.url ?? '/', 'http://localhost').pathname);
       if (!handler) {
         socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\n\r\n');
@@ -168,6 +195,8 @@ export class ApiServer {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const method = (req.method ?? 'GET').toUpperCase() as Method;
     try {
+      const limited = this.admit(req.socket.remoteAddress ?? '?');
+      if (limited) throw limited;
       let allowed: string[] = [];
       for (const route of this.routes) {
         const m = route.pattern.exec(url.pathname);
@@ -214,6 +243,7 @@ export class ApiServer {
       const code = isFedError(e) ? e.code : 'internal';
       const status = statusOf[code] ?? 500;
       const headers: Record<string, string> = status === 401 ? { 'www-authenticate': 'Bearer' } : {};
+      if (status === 429) headers['retry-after'] = String(isFedError(e) ? (e.detail?.retryAfter ?? 1) : 1);
       return send(res, { status, json: { error: code, message: isFedError(e) ? e.message : errorMessage(e) }, headers });
     }
   }
