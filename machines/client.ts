@@ -201,7 +201,8 @@ export const clientMachine = setup({
             ClientWelcome: {
               guard: 'fromMyCombiner',
               target: '#client.connected',
-              actions: assign({ heartbeatMs: ({ event }) => event.heartbeatMs || 2_000, attempt: 0, lastError: '' }),
+              // a combiner's interval is clamped to [100 ms, 60 s]: a huge one must not become a 1 ms timer
+              actions: assign({ heartbeatMs: ({ event }) => Math.min(60_000, Math.max(100, event.heartbeatMs || 2_000)), attempt: 0, lastError: '' }),
             },
           },
         },

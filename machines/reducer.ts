@@ -184,7 +184,7 @@ const ASSIGNMENT_TTL_MS = 30_000;
 const okReports = (r: CurrentRound): CombinerModel[] =>
   Object.entries(r.reports)
     // A combiner that went away after reporting cannot serve its model any more.
-    .filter(([name, x]) => x.status === 'ok' && x.modelId !== '' && !r.gone.includes(name))
+    .filter(([name, x]) => x.status === 'ok' && x.modelId !== '' && !r.gone.includes(name) && Number.isFinite(x.totalWeight) && x.totalWeight > 0)
     .map(([combiner, x]) => ({ ...x, combiner }));
 
 export const reducerMachine = setup({

@@ -342,7 +342,7 @@ test('a blob chunk with a negative or fractional total is refused, not a crash (
 // 'undeliverable' with FedError 'malformed') with the link intact, or the link closed on both sides.
 // Actual: a.canReach('combiner/b') === false while b.canReach('client/a') === true, and b's Heartbeat
 // to client/a is never delivered.
-test.skip('BUG link: a frame the channel cannot encode leaves the peer with a half-open link', async () => {
+test('a frame the channel cannot encode is refused to its sender; no half-open link (fixed)', async () => {
   const network = new InprocNetwork();
   const a = new Node({ name: 'a', transport: new InprocTransport(network, { strict: true }) });
   const b = new Node({ name: 'b', transport: new InprocTransport(network, { strict: true }) });

@@ -4,6 +4,9 @@ import { defaultSessionConfig, type SessionConfig } from '../../machines/reducer
 import { FedError } from '../errors.ts';
 import { createPlan } from '../strategies/registry.ts';
 
+// Settings that travel in a RoundConfig must fit its protobuf field (uint32 / int32).
+const UINT32 = 0xffff_ffff;
+
 type Rule = { kind: 'int' | 'number' | 'bool' | 'string'; min?: number; max?: number };
 
 const rules: Record<keyof SessionConfig, Rule> = {
@@ -12,12 +15,12 @@ const rules: Record<keyof SessionConfig, Rule> = {
   roundTimeoutMs: { kind: 'int', min: 10, max: 7 * 24 * 3_600_000 },
   minCombiners: { kind: 'int', min: 1 },
   minClients: { kind: 'int', min: 1 },
-  minUpdates: { kind: 'int', min: 1 },
-  bufferSize: { kind: 'int', min: -1 },
-  maxClients: { kind: 'int', min: 0 },
+  minUpdates: { kind: 'int', min: 1, max: UINT32 },
+  bufferSize: { kind: 'int', min: -1, max: 2 ** 31 - 1 },
+  maxClients: { kind: 'int', min: 0, max: UINT32 },
   fraction: { kind: 'number', min: 0, max: 1 },
   localEpochs: { kind: 'int', min: 1, max: 10_000 },
-  batchSize: { kind: 'int', min: 1 },
+  batchSize: { kind: 'int', min: 1, max: UINT32 },
   learningRate: { kind: 'number', min: 0 },
   proximalMu: { kind: 'number', min: 0 },
   seed: { kind: 'int', min: 0, max: 2 ** 32 - 1 },

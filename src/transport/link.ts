@@ -143,6 +143,9 @@ export class Link {
 
   send(envelope: Envelope): void {
     if (this.closed) throw this.closeError ?? new FedError('closed', 'link closed');
+    // An envelope the wire cannot carry is refused here, to its sender, rather than failing the
+    // link later for everyone on it.
+    validateEnvelope(envelope);
     this.enqueue({ kind: 'envelope', envelope });
   }
 
@@ -208,7 +211,7 @@ export class Link {
         this.sent(frame);
       }
     } catch (e) {
-      this.teardown(e instanceof Error ? e : new Error(String(e)));
+      this.fail(e);
     }
     this.pumping = false;
   }
@@ -219,10 +222,17 @@ export class Link {
       this.sent(frame);
     } catch (e) {
       this.pumping = false;
-      this.teardown(e instanceof Error ? e : new Error(String(e)));
+      this.fail(e);
       return;
     }
     this.pump();
+  }
+
+  /** A send that failed ends the link on both sides: never half-open, with the peer still sending. */
+  private fail(e: unknown): void {
+    const error = e instanceof Error ? e : new Error(String(e));
+    this.channel.close(error.message);
+    this.teardown(error);
   }
 
   private sent(frame: Frame): void {
