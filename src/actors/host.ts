@@ -39,16 +39,28 @@ export function hostMachine<L extends AnyActorLogic>(
     actor.send({ ...envelope.body, from: envelope.from, at: Date.now() } as never);
   });
   actor.start();
-  let stopped = false;
-  return {
-    address,
-    actor,
-    stop: () => {
-      if (stopped) return;
-      stopped = true;
-      unhost();
-      offOutbound.unsubscribe();
-      actor.stop();
-    },
-  };
+  return new HostedMachine(address, actor, unhost, offOutbound);
+}
+
+/** The handle of a hosted machine: a class, so hosting an actor costs no closures beyond its own. */
+class HostedMachine<A extends AnyActorRef> implements Hosted<A> {
+  private stopped = false;
+
+  constructor(
+    readonly address: string,
+    readonly actor: A,
+    private readonly unhost: () => void,
+    private readonly offOutbound: { unsubscribe(): void },
+  ) {
+    // callers may pass `stop` around detached from its handle
+    this.stop = this.stop.bind(this);
+  }
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.unhost();
+    this.offOutbound.unsubscribe();
+    this.actor.stop();
+  }
 }

@@ -21,6 +21,11 @@ export function tokenAuthenticator(secret: string): NonNullable<LinkOptions['aut
   };
 }
 
+/** Whether an authenticated peer may host (and so speak as) `address`. */
+function identityMayHost(identity: PeerIdentity, address: string): boolean {
+  return mayHost({ sub: identity.subject, role: identity.role }, address);
+}
+
 export interface NodeOptions {
   name: string;
   transport: Transport;
@@ -51,16 +56,34 @@ export class Node extends EventEmitter<NodeEvents> {
   private readonly links = new Set<Link>();
   private readonly listening: Listener[] = [];
   private closed = false;
+  /**
+   * The callbacks every Link of this node gets, made once per node (bound methods, not closures per
+   * link): with 10,000 clients in one process, fresh closures per link cost several KB per client.
+   */
+  private readonly linkHooks: Pick<LinkOptions, 'actors' | 'authenticate' | 'mayHost' | 'onEnvelope' | 'onRoutes' | 'onReject' | 'onClose'>;
 
   constructor(private readonly opts: NodeOptions) {
     super();
     this.name = opts.name;
     this.transport = opts.transport;
     this.blobs = opts.blobs ?? new MemoryBlobs();
+    this.linkHooks = {
+      actors: this.listActors.bind(this),
+      authenticate: opts.authenticate ?? (opts.secret ? tokenAuthenticator(opts.secret) : undefined),
+      mayHost: identityMayHost,
+      onEnvelope: this.deliverInbound.bind(this),
+      onRoutes: this.linkRoutes.bind(this),
+      onReject: this.linkRejected.bind(this),
+      onClose: this.linkClosed.bind(this),
+    };
+  }
+
+  private listActors(): string[] {
+    return [...this.actors.keys()];
   }
 
   get actorAddresses(): string[] {
-    return [...this.actors.keys()];
+    return this.listActors();
   }
 
   get openLinks(): Link[] {
@@ -112,8 +135,11 @@ export class Node extends EventEmitter<NodeEvents> {
   }
 
   /** Pulls a blob from the node hosting `peer` (or returns the local copy); bytes are hash-verified. */
-  async fetchBlob(peer: string, hash: string, opts: { maxBytes?: number } = {}): Promise<Uint8Array> {
-    const local = await this.blobs.get(hash);
+  async fetchBlob(peer: string, hash: string, opts: { maxBytes?: number; remoteOnly?: boolean } = {}): Promise<Uint8Array> {
+    // remoteOnly: the bytes must come from that peer (an update is the peer's own work, even if it
+    // happens to equal something this node already holds, such as the global model)
+    const found = opts.remoteOnly ? undefined : this.blobs.get(hash);
+    const local = found instanceof Promise ? await found : found;
     if (local) return local;
     const link = this.routes.get(peer);
     if (!link) throw new FedError('no-route', `${this.name} has no route to ${peer} to fetch ${hash.slice(0, 12)}`);
@@ -143,41 +169,35 @@ export class Node extends EventEmitter<NodeEvents> {
   }
 
   private attach(channel: FrameChannel, answerHello = false): Link {
-    const link = new Link(channel, {
-      answerHello,
-      node: this.name,
-      actors: () => this.actorAddresses,
-      blobs: this.blobs,
-      token: this.opts.token,
-      authenticate: this.opts.authenticate ?? (this.opts.secret ? tokenAuthenticator(this.opts.secret) : undefined),
-      mayHost: (identity, address) => mayHost({ sub: identity.subject, role: identity.role }, address),
-      ...this.opts.link,
-      onEnvelope: (envelope) => this.deliverInbound(envelope),
-      onRoutes: (l, added, removed) => {
-        for (const a of added) this.routes.set(a, l);
-        const lost = removed.filter((a) => this.routes.get(a) === l);
-        for (const a of lost) this.routes.delete(a);
-        if (lost.length) this.emit('unreachable', lost);
-        if (!this.links.has(l)) {
-          this.links.add(l);
-          this.emit('linkUp', l);
-        }
-      },
-      onReject: (l, error) => this.emit('rejected', error, l),
-      onClose: (l, error) => {
-        const wasUp = this.links.delete(l);
-        const unreachable: string[] = [];
-        for (const [address, via] of this.routes) {
-          if (via === l) {
-            this.routes.delete(address);
-            unreachable.push(address);
-          }
-        }
-        if (wasUp) this.emit('linkDown', l, unreachable, error);
-        if (unreachable.length) this.emit('unreachable', unreachable, error);
-      },
-    });
-    return link;
+    return new Link(channel, { ...this.linkHooks, answerHello, node: this.name, blobs: this.blobs, token: this.opts.token, ...this.opts.link });
+  }
+
+  private linkRoutes(l: Link, added: string[], removed: string[]): void {
+    for (const a of added) this.routes.set(a, l);
+    const lost = removed.filter((a) => this.routes.get(a) === l);
+    for (const a of lost) this.routes.delete(a);
+    if (lost.length) this.emit('unreachable', lost);
+    if (!this.links.has(l)) {
+      this.links.add(l);
+      this.emit('linkUp', l);
+    }
+  }
+
+  private linkRejected(l: Link, error: FedError): void {
+    this.emit('rejected', error, l);
+  }
+
+  private linkClosed(l: Link, error?: Error): void {
+    const wasUp = this.links.delete(l);
+    const unreachable: string[] = [];
+    for (const [address, via] of this.routes) {
+      if (via === l) {
+        this.routes.delete(address);
+        unreachable.push(address);
+      }
+    }
+    if (wasUp) this.emit('linkDown', l, unreachable, error);
+    if (unreachable.length) this.emit('unreachable', unreachable, error);
   }
 
   private deliverInbound(envelope: Envelope): void {

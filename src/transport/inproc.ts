@@ -5,6 +5,7 @@ import { FedError } from '../errors.ts';
 import { decodeFrame, encodeFrame } from '../protocol/codec.ts';
 import type { Frame } from '../protocol/generated.ts';
 import { parseEndpoint } from './endpoint.ts';
+import { SENT } from './link.ts';
 import type { FrameChannel, Listener, Transport } from './types.ts';
 
 /** The "network" in-process nodes share: listeners by name. */
@@ -12,9 +13,11 @@ export class InprocNetwork {
   readonly listeners = new Map<string, (channel: FrameChannel) => void>();
 }
 
+const ignore = (): void => undefined;
+
 class InprocChannel implements FrameChannel {
   private handler: ((frame: Frame) => void) | undefined;
-  onClose: (error?: Error) => void = () => undefined;
+  onClose: (error?: Error) => void = ignore;
   other!: InprocChannel;
   closed = false;
   private readonly inbox: Frame[] = [];
@@ -28,7 +31,7 @@ class InprocChannel implements FrameChannel {
   // Frames that arrive before the receiving Link attached its handler wait in the inbox, as they
   // would in a socket buffer.
   get onFrame(): (frame: Frame) => void {
-    return this.handler ?? (() => undefined);
+    return this.handler ?? ignore;
   }
 
   set onFrame(handler: (frame: Frame) => void) {
@@ -42,7 +45,8 @@ class InprocChannel implements FrameChannel {
     // the receiver; a frame that cannot be encoded fails the sender just as a socket would.
     const delivered = this.strict ? decodeFrame(encodeFrame(frame)) : frame;
     this.other.deliver(delivered);
-    return Promise.resolve();
+    // taken at once: the Link goes on with its next frame without waiting a microtask
+    return SENT;
   }
 
   /** Delivery is asynchronous, like a socket, so a send never re-enters the receiver's handler. */
