@@ -289,3 +289,45 @@ export function settingsHelp(schema: Schema): string {
     })
     .join('\n');
 }
+
+// Security and limit settings the node commands share (src/security/node-security.ts applies them).
+
+/** TLS files of any node: a CA to verify peers, and this node's certificate and key. */
+export const tlsSettings = {
+  tlsCa: { type: 'string', help: 'PEM CA certificate that peers\' certificates must chain to; with it this node dials with TLS' },
+  tlsCert: { type: 'string', help: 'PEM certificate of this node: needed to listen with TLS, presented when dialing (mutual TLS)' },
+  tlsKey: { type: 'string', help: 'PEM private key of --tls-cert' },
+} as const satisfies Schema;
+
+/** TLS settings of listening nodes (reducer, combiners). */
+export const tlsListenSettings = {
+  ...tlsSettings,
+  tlsRequireClientCert: { type: 'boolean', default: false, help: 'mutual TLS: refuse peers without a client certificate signed by --tls-ca (its fedstate:role/name becomes the peer identity)' },
+} as const satisfies Schema;
+
+const MiB = 1024 * 1024;
+
+/** Size and rate limits of any node. */
+export const limitSettings = {
+  maxFrameBytes: { type: 'number', default: MiB + 64 * 1024, min: 128 * 1024, max: 256 * MiB, integer: true, help: 'largest frame this node accepts or sends; give every node the same value (model chunks shrink to fit it)' },
+  maxModelBytes: { type: 'number', default: 1024 * MiB, min: 1024, max: 16 * 1024 * MiB, integer: true, help: 'largest model (blob) this node fetches or accepts as an upload' },
+  requestRate: { type: 'number', default: 500, min: 0, help: 'requests (envelopes, blob pulls) per second one peer link may send, bursts of twice that; excess is refused rate-limited and an abusive link closed (0: no limit)' },
+  maxWindow: { type: 'number', default: 64, min: 1, max: 4096, integer: true, help: 'chunks a peer pulling a model may have in flight; larger credit windows are clamped' },
+} as const satisfies Schema;
+
+/** Limits of listening nodes. */
+export const listenLimitSettings = {
+  ...limitSettings,
+  connectionRate: { type: 'number', default: 50, min: 0, help: 'new connections per second per remote IP, bursts of twice that; the excess is dropped before TLS (0: no limit)' },
+} as const satisfies Schema;
+
+/** The HMAC secret of server-side nodes (reducer, combiners). */
+export const secretSetting = {
+  secret: {
+    type: 'string',
+    help: 'HMAC secret: verify the role-bound tokens peers present (mint them with `fedstate token`); this node mints its own token with it unless --token is given',
+    check: (v: string) => {
+      if (v.length < 16) throw new FedError('config', 'the secret must be at least 16 characters');
+    },
+  },
+} as const satisfies Schema;

@@ -25,6 +25,8 @@ export interface ReducerOptions {
   secret?: string;
   /** Decides whether a peer's hello is acceptable (e.g. checks its token); throw to refuse the link. */
   authenticate?: NodeOptions['authenticate'];
+  /** Link settings of the reducer's node (model-size limit, chunk size). */
+  link?: NodeOptions['link'];
   listen: string;
   store?: Store;
   /** Server-side evaluation of each new global model (e.g. on a held-out set). */
@@ -114,7 +116,7 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
     });
   };
   const store = opts.store ?? createMemoryStore();
-  const node = new Node({ name: opts.name ?? 'reducer', transport: opts.transport, blobs: storeBlobs(store), token: opts.token, secret: opts.secret, authenticate: opts.authenticate });
+  const node = new Node({ name: opts.name ?? 'reducer', transport: opts.transport, blobs: storeBlobs(store), token: opts.token, secret: opts.secret, authenticate: opts.authenticate, link: opts.link });
   const address = 'reducer/main';
   const resume = await resumeInput(store);
   const head = await store.trailHead();

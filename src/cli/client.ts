@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ClientHandle, TaskCode } from '../actors/client.ts';
 import { checkPlan, dropoutModes, withDropout, type DropoutMode } from '../actors/dropout.ts';
-import { defineSettings } from '../config.ts';
+import { defineSettings, limitSettings, tlsSettings } from '../config.ts';
 import { parsePartition } from '../data/partition.ts';
 import { FedError, errorMessage } from '../errors.ts';
 import { logClient, logNode } from '../log.ts';
@@ -24,7 +24,9 @@ export const clientSettings = defineSettings({
   index: { type: 'number', default: 0, min: 0, integer: true, help: "this client's shard (0-based, < --clients-total)" },
   seed: { type: 'number', default: 1, min: 0, integer: true, help: 'seed of the data split and local shuffling' },
   trainSize: { type: 'number', default: MNIST_TRAIN, min: 1, max: 10_000, integer: true, help: 'training digits split among all clients' },
-  token: { type: 'string', help: 'token presented to the reducer and the combiner' },
+  token: { type: 'string', help: 'token presented to the reducer and the combiner (`fedstate token --role client --sub NAME`)' },
+  ...tlsSettings,
+  ...limitSettings,
   dropout: { type: 'number', default: 0, min: 0, max: 1, help: 'fault injection: fraction of the --clients-total clients that drop out each round (chosen by a hash of --seed, round and --index)' },
   stragglers: { type: 'number', default: 0, min: 0, max: 1, help: 'fault injection: fraction of the clients that stall past the round timeout each round' },
   dropoutMode: { type: 'string', default: 'fail', choices: dropoutModes, help: 'how a dropout vanishes: its training task fails, or it disconnects from its combiner' },
@@ -70,6 +72,9 @@ export const clientCommand: Command = {
     if (s.index >= s.clientsTotal) throw new FedError('config', `--index ${s.index} must be below --clients-total ${s.clientsTotal}`);
     const faults = { dropout: s.dropout, stragglers: s.stragglers, seed: s.seed, clientsTotal: s.clientsTotal };
     if (faults.dropout > 0 || faults.stragglers > 0) checkPlan(faults);
+    // TLS files and limits are checked before the task (TF.js, the digits) loads.
+    const { nodeSecurity } = await import('../security/node-security.ts');
+    const security = nodeSecurity(s.reducerEndpoint, s, { role: 'client', name }, log);
     const base = s.task
       ? await loadTaskModule(s.task, { name, index: s.index, clientsTotal: s.clientsTotal, seed: s.seed, partition: s.partition })
       : await mnistTask({ kind: s.model as ModelKind, seed: s.seed, partition: s.partition, clientsTotal: s.clientsTotal, index: s.index, trainSize: s.trainSize });
@@ -92,13 +97,12 @@ export const clientCommand: Command = {
         : base;
     if (code !== base) log.info({ dropout: faults.dropout, stragglers: faults.stragglers, mode: s.dropoutMode }, 'fault injection on');
     log.info({ numExamples: code.numExamples, task: s.task ?? `${s.data}/${s.model}`, shard: `${s.index + 1}/${s.clientsTotal}`, partition: s.partition }, 'task ready');
-    const [{ startClient }, { Node }, { serveUntilSignal }, { transportFor }] = await Promise.all([
+    const [{ startClient }, { Node }, { serveUntilSignal }] = await Promise.all([
       import('../actors/client.ts'),
       import('../actors/node.ts'),
       import('../actors/process-node.ts'),
-      import('../transport/registry.ts'),
     ]);
-    const node = new Node({ name: `client-${name}`, transport: transportFor(s.reducerEndpoint), token: s.token });
+    const node = new Node({ name: `client-${name}`, transport: security.transport, token: security.token, link: security.link });
     const stopNodeLogs = logNode(node, log);
     client = await startClient({
       node,
@@ -112,7 +116,7 @@ export const clientCommand: Command = {
     const stopTaskLogs = logClient(client.actor, log);
     return serveUntilSignal({
       log,
-      ready: { ready: 'client', address: client.address, reducer: s.reducerEndpoint, numExamples: code.numExamples },
+      ready: { ready: 'client', address: client.address, reducer: s.reducerEndpoint, numExamples: code.numExamples, ...security.summary },
       exitWithParent: s.exitWithParent,
       close: async () => {
         stopTaskLogs();

@@ -1,5 +1,5 @@
 // `fedstate combiner`: one combiner node that listens for clients and dials the reducer.
-import { defineSettings } from '../config.ts';
+import { defineSettings, listenLimitSettings, secretSetting, tlsListenSettings } from '../config.ts';
 import { FedError } from '../errors.ts';
 import { logCombiner, logNode } from '../log.ts';
 import { formatEndpoint, parseEndpoint } from '../transport/endpoint.ts';
@@ -37,7 +37,10 @@ export const combinerSettings = defineSettings({
   listen: { type: 'string', help: "endpoint for clients (default: the reducer's transport on 127.0.0.1, port chosen by the OS)", check: endpointCheck() },
   advertise: { type: 'string', help: 'HOST, HOST:PORT or endpoint clients dial (needed when listening on 0.0.0.0)' },
   maxClients: { type: 'number', default: 0, min: 0, integer: true, help: 'clients this combiner accepts (0: no limit)' },
-  token: { type: 'string', help: 'token presented to the reducer and required from clients' },
+  token: { type: 'string', help: 'token presented to the reducer; without --secret also the shared token required from clients' },
+  ...secretSetting,
+  ...tlsListenSettings,
+  ...listenLimitSettings,
   clientTimeoutMs: { type: 'number', min: 100, integer: true, help: 'drop a client not heard from for this long' },
   heartbeatMs: { type: 'number', min: 50, integer: true, help: 'heartbeat interval asked of clients' },
   exitWithParent: { type: 'boolean', default: false, env: false, help: 'also stop when stdin closes (for supervisors)' },
@@ -45,7 +48,7 @@ export const combinerSettings = defineSettings({
 
 export const combinerCommand: Command = {
   name: 'combiner',
-  help: 'combiner --name c1 --listen grpc://0.0.0.0:7100 --advertise HOST --reducer grpc://host:7000 [--max-clients N]',
+  help: 'combiner --name c1 --listen grpc://0.0.0.0:7100 --advertise HOST --reducer grpc://host:7000 [--max-clients N] [--secret S] [--tls-cert F --tls-key F --tls-ca F]',
   run: async (argv) => {
     const parsed = parseCommand('combiner', 'combiner --name NAME --reducer ENDPOINT [settings]', combinerSettings, argv);
     if (!parsed) return 0;
@@ -55,13 +58,14 @@ export const combinerCommand: Command = {
     const listen = s.listen ?? `${parseEndpoint(s.reducerEndpoint).kind}://127.0.0.1:0`;
     checkTransportsMatch(listen, s.reducerEndpoint, '--listen and --reducer');
     advertisedEndpoint(listen, s.advertise); // refuse a wildcard listen without --advertise before binding anything
-    const [{ startCombiner }, { Node }, { serveUntilSignal, tokenAuthenticator }, { transportFor }] = await Promise.all([
+    const [{ startCombiner }, { Node }, { serveUntilSignal }, { nodeSecurity }] = await Promise.all([
       import('../actors/combiner.ts'),
       import('../actors/node.ts'),
       import('../actors/process-node.ts'),
-      import('../transport/registry.ts'),
+      import('../security/node-security.ts'),
     ]);
-    const node = new Node({ name: `combiner-${name}`, transport: transportFor(listen), token: s.token, authenticate: s.token ? tokenAuthenticator(s.token) : undefined });
+    const security = nodeSecurity(listen, s, { role: 'combiner', name }, log);
+    const node = new Node({ name: `combiner-${name}`, transport: security.transport, token: security.token, authenticate: security.authenticate, link: security.link });
     const stopNodeLogs = logNode(node, log);
     log.info({ reducer: s.reducerEndpoint }, 'dialling the reducer');
     const combiner = await startCombiner({
@@ -77,7 +81,7 @@ export const combinerCommand: Command = {
     const stopRoundLogs = logCombiner(combiner.actor, log);
     return serveUntilSignal({
       log,
-      ready: { ready: 'combiner', address: combiner.address, endpoint: combiner.endpoint, reducer: s.reducerEndpoint },
+      ready: { ready: 'combiner', address: combiner.address, endpoint: combiner.endpoint, reducer: s.reducerEndpoint, ...security.summary },
       exitWithParent: s.exitWithParent,
       close: async () => {
         stopRoundLogs();

@@ -8,6 +8,8 @@ import { startCommand } from './start.ts';
 import { statusCommand } from './status.ts';
 import { stopCommand } from './stop.ts';
 import { inspectCommand } from './inspect.ts';
+import { certsCommand } from './certs.ts';
+import { tokenCommand } from './token.ts';
 import type { Command } from './types.ts';
 
 export const commands: Command[] = [
@@ -20,4 +22,6 @@ export const commands: Command[] = [
   statusCommand,
   stopCommand,
   inspectCommand,
+  certsCommand,
+  tokenCommand,
 ];

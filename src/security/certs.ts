@@ -15,7 +15,7 @@ import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { FedError } from '../errors.ts';
 import type { TlsOptions } from '../transport/tls.ts';
-import type { PeerIdentity } from '../transport/types.ts';
+import { identityFromNames, nodeRoles, type NodeRole } from './identity.ts';
 
 const crypto = webcrypto as unknown as Crypto;
 x509.cryptoProvider.set(crypto);
@@ -24,8 +24,7 @@ const KEY_ALG: EcKeyGenParams = { name: 'ECDSA', namedCurve: 'P-256' };
 const SIGN_ALG: EcdsaParams = { name: 'ECDSA', hash: 'SHA-256' };
 const DAY_MS = 86_400_000;
 
-export type NodeRole = 'reducer' | 'combiner' | 'client';
-const nodeRoles: readonly NodeRole[] = ['reducer', 'combiner', 'client'];
+export { identityFromNames, type NodeRole };
 
 export interface NodeSpec {
   role: NodeRole;
@@ -57,17 +56,6 @@ export function parseNodeSpec(text: string): NodeSpec {
 
 /** File stem of a node's certificate and key: reducer, combiner-c1, client-k1. */
 export const fileStem = (spec: NodeSpec): string => (spec.role === 'reducer' ? 'reducer' : `${spec.role}-${spec.name.replace(/\*/g, 'ALL')}`);
-
-/** The fedstate identity a certificate names (SAN URI first, else a `role/name` CN), if any. */
-export function identityFromNames(names: { uris?: string[]; commonName?: string }): PeerIdentity | undefined {
-  for (const uri of names.uris ?? []) {
-    const m = /^fedstate:([a-z]+)\/(.+)$/.exec(uri);
-    if (m && (nodeRoles as readonly string[]).includes(m[1]!)) return { role: m[1] as NodeRole, subject: m[2]! };
-  }
-  const cn = /^([a-z]+)\/([A-Za-z0-9._:-]+\*?)$/.exec(names.commonName ?? '');
-  if (cn && (nodeRoles as readonly string[]).includes(cn[1]!)) return { role: cn[1] as NodeRole, subject: cn[2]! };
-  return undefined;
-}
 
 export interface Issued {
   /** PEM certificate. */
@@ -198,7 +186,7 @@ export interface DevPki {
  * Writes a development CA (ca.crt, ca.key) and one certificate and key per node (reducer.crt,
  * combiner-c1.crt, client-k1.key, ...) into `dir`. Keys are written readable by the owner only.
  */
-export async function writeDevPki(dir: string, nodes: NodeSpec[], opts: NodeCertOptions & { ca?: CertificateAuthority } = {}): Promise<DevPki> {
+export async function writeDevPki(dir: string, nodes: NodeSpec[], opts: NodeCertOptions & { ca?: CertificateAuthority; writeCa?: boolean } = {}): Promise<DevPki> {
   mkdirSync(dir, { recursive: true });
   const ca = opts.ca ?? (await createCa());
   const write = (name: string, text: string, secret = false): string => {
@@ -208,7 +196,7 @@ export async function writeDevPki(dir: string, nodes: NodeSpec[], opts: NodeCert
     return path;
   };
   const caPath = write('ca.crt', ca.cert);
-  if (!opts.ca) write('ca.key', ca.key, true);
+  if (opts.writeCa ?? !opts.ca) write('ca.key', ca.key, true);
   const out: DevPki['nodes'] = [];
   for (const spec of nodes) {
     const issued = await issueNodeCert(ca, spec, opts);

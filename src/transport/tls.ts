@@ -26,7 +26,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { FedError, errorMessage } from '../errors.ts';
-import { identityFromNames } from '../security/certs.ts';
+import { identityFromNames } from '../security/identity.ts';
 import { KeyedLimiter, type RateSpec } from '../security/rate-limit.ts';
 import type { PeerIdentity } from './types.ts';
 
