@@ -65,6 +65,14 @@ export const combinerCommand: Command = {
       import('../security/node-security.ts'),
     ]);
     const security = nodeSecurity(listen, s, { role: 'combiner', name }, log);
+    if (security.tls?.cert) {
+      // Discovery hands clients the advertised endpoint; with TLS they check its host against our certificate.
+      const { certificateCovers } = await import('../transport/tls.ts');
+      const host = parseEndpoint(advertisedEndpoint(listen, s.advertise)).host;
+      if (!certificateCovers(security.tls.cert, host)) {
+        throw new FedError('config', `--tls-cert does not name ${host}, the host discovery hands to clients: they would refuse the connection (advertise a name the certificate lists, or make it with fedstate certs --hosts ${host})`);
+      }
+    }
     const node = new Node({ name: `combiner-${name}`, transport: security.transport, token: security.token, authenticate: security.authenticate, link: security.link });
     const stopNodeLogs = logNode(node, log);
     log.info({ reducer: s.reducerEndpoint }, 'dialling the reducer');

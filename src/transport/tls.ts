@@ -22,6 +22,7 @@
 // identity, so the Link's mayHost binds the peer to its own addresses, as a token does. Dialers read
 // the server's certificate the same way, so a client can tell that the node at a combiner endpoint
 // really is that combiner.
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
@@ -73,6 +74,16 @@ export function loadTlsFiles(files: TlsFiles): TlsOptions | undefined {
     throw new FedError('config', `bad TLS files (${[files.cert, files.key, files.ca].filter(Boolean).join(', ')}): ${errorMessage(e)}`);
   }
   return opts;
+}
+
+/**
+ * Whether a dialer reaching `host` would accept this certificate's names (DNS or IP SANs): what a
+ * combiner checks about the endpoint discovery hands its clients.
+ */
+export function certificateCovers(cert: string | Buffer, host: string): boolean {
+  const x = new X509Certificate(cert);
+  const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+  return net.isIP(bare) ? x.checkIP(bare) !== undefined : x.checkHost(bare) !== undefined;
 }
 
 /** The fedstate identity a (verified) peer certificate names. */
