@@ -24,6 +24,7 @@ import { tfEvaluator, tfTask } from '../src/model/tf-task.ts';
 import { openStore } from '../src/store/index.ts';
 import { verifyTrail } from '../src/store/trail.ts';
 import { createTransport } from '../src/transport/registry.ts';
+import { secureFederation } from '../src/security/dev-federation.ts';
 import { flagHelp, parseFlags, type FlagSpec } from '../src/util/args.ts';
 import { linePlot } from '../src/util/svg-plot.ts';
 import { withDropout, dropoutModes, checkPlan, type DropoutMode } from '../src/actors/dropout.ts';
@@ -49,6 +50,7 @@ const flags = {
   transport: { type: 'string', choices: ['inproc', 'grpc', 'ws'], help: 'how nodes talk: inproc (default), or loopback grpc / ws sockets (default grpc with --processes)' },
   processes: { type: 'boolean', default: false, help: 'run every reducer, combiner and client as its own `fedstate` process' },
   'log-level': { type: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level of the child processes (--processes; logs in OUT/logs)' },
+  tls: { type: 'boolean', default: false, help: 'one process over loopback grpc (or --transport ws) with mutual TLS and HMAC tokens on every link; certificates made in a temp dir' },
   store: { type: 'string', help: 'persist the reducer store (level) in DIR instead of memory' },
   out: { type: 'string', default: 'out', help: 'directory for the accuracy plot' },
   strict: { type: 'boolean', default: true, help: 'round-trip every frame through the wire codec (inproc)' },
@@ -111,7 +113,8 @@ async function main(): Promise<void> {
     console.log(`usage: npx tsx sandbox/run.ts [flags]\n\n${flagHelp(flags)}`);
     return;
   }
-  const transport = (args.transport ?? (args.processes ? 'grpc' : 'inproc')) as 'inproc' | 'grpc' | 'ws';
+  const transport = (args.transport ?? (args.processes || args.tls ? 'grpc' : 'inproc')) as 'inproc' | 'grpc' | 'ws';
+  if (args.tls && (args.processes || transport === 'inproc')) throw new FedError('config', '--tls runs one process over loopback grpc or ws (inproc has no TLS): drop --processes / use --transport grpc or ws');
   if (args.processes && transport === 'inproc') throw new FedError('config', '--processes needs a network transport: --transport grpc or ws (inproc cannot cross processes)');
   const kills: KillSpec[] = extracted.kills.map((k) => parseKillSpec(k, args.combiners));
   if (!args.processes && (kills.length || args.stopAt !== undefined)) throw new FedError('config', '--kill and --stop-at act on node processes: add --processes');
@@ -133,7 +136,7 @@ async function main(): Promise<void> {
     seed: args.seed,
     ...(args.bufferSize > 0 ? { bufferSize: args.bufferSize } : {}),
   };
-  const how = args.processes ? `${1 + args.combiners + args.clients} processes over ${transport}` : transport === 'inproc' ? `one process, inproc${args.strict ? ' (strict)' : ''}` : `one process over loopback ${transport}`;
+  const how = args.processes ? `${1 + args.combiners + args.clients} processes over ${transport}` : transport === 'inproc' ? `one process, inproc${args.strict ? ' (strict)' : ''}` : `one process over loopback ${transport}${args.tls ? ' with mutual TLS and tokens' : ''}`;
   // With --processes each node process picks its own backend; this one only builds the seed model.
   const backend = args.processes ? 'per process' : await initBackend();
   say(`fedstate sandbox: ${args.combiners} combiner(s), ${args.clients} client(s), ${args.rounds} round(s), MLP 784-200-200-10 on MNIST (8000 train / 2000 held out), partition ${args.partition}, ${how}, TF.js backend ${backend}`);
@@ -224,6 +227,7 @@ async function main(): Promise<void> {
         transport,
         processes: args.processes,
         wallMs,
+        tls: args.tls,
       }),
     );
   }
@@ -262,7 +266,9 @@ async function runInProcess(args: Args, transport: 'inproc' | 'grpc' | 'ws', ses
     evaluate: tfEvaluator(build, test),
     // Loopback sockets on ports the OS picks; each listener reports its real endpoint, which is what
     // combiners announce to the reducer and the reducer hands to clients in discovery.
-    ...(transport === 'inproc' ? {} : { transport: () => createTransport(transport), endpoint: () => `${transport}://127.0.0.1:0` }),
+    ...(args.tls
+      ? await secureFederation(transport as 'grpc' | 'ws', { combiners: args.combiners, clients: args.clients })
+      : transport === 'inproc' ? {} : { transport: () => createTransport(transport), endpoint: () => `${transport}://127.0.0.1:0` }),
   });
   let dashboard: SandboxDashboard | undefined;
   try {
