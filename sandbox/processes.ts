@@ -12,8 +12,10 @@
 //    and measure how long until the next round commits;
 //  - `--kill combiner:K@N`: SIGKILL combiner cK during round N; it stays dead and its clients
 //    rediscover the others (the time until they show up there is measured);
-//  - `--stop-at N`: `fedstate stop` during round N, then measure from the combiners' and clients' logs
-//    how long until each of them was idle again;
+//  - `--stop-at N`: stop the session while round N's clients train (the request `fedstate stop` sends,
+//    made from here the moment a client logs its task, or `--stop-with cli`: the real `fedstate stop`
+//    process, which takes a second or more to start), then measure from the combiners' and clients'
+//    debug logs how long until each of them was idle again;
 //  - dropout and stragglers are passed to every client (`fedstate client --dropout --stragglers`).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -237,7 +239,8 @@ export interface KillReport {
 
 export interface StopReport {
   round: number;
-  /** `fedstate stop` command: launch -> exit (includes starting Node). */
+  via: 'api' | 'cli';
+  /** The stop request (api) or the `fedstate stop` command (cli: includes starting Node): issued -> done. */
   commandMs: number;
   /** Reducer's "session stopped" log time -> the last busy combiner or client idle. */
   idleMs: number;
@@ -260,8 +263,10 @@ export interface ProcessRunOptions {
   logLevel?: string;
   /** Processes to SIGKILL mid-session (see the file comment). */
   kills?: KillSpec[];
-  /** Stop the session with `fedstate stop` during this round. */
+  /** Stop the session during this round. */
   stopAt?: number;
+  /** 'api': POST /api/sessions/ID/stop from here (what `fedstate stop` sends), at once; 'cli': run `fedstate stop`. */
+  stopWith?: 'api' | 'cli';
   /** Passed to every client: fault injection (src/actors/dropout.ts). */
   dropout?: number;
   stragglers?: number;
@@ -448,11 +453,16 @@ export async function runProcesses(o: ProcessRunOptions): Promise<ProcessRunResu
         });
       }
     };
-    /** Round `n` is under way: the reducer shows it and a client logged a training task for it (or 5 s passed). */
+    /** Round `n` is under way: the reducer shows it and its clients logged their training tasks. */
     const roundUnderWay = async (n: number): Promise<ApiStatus | undefined> => {
       const s = await untilStatus((x) => isTerminal(x.state) || (x.session?.round ?? 0) >= n);
       if (!s || isTerminal(s.state)) return undefined;
-      await watch.wait((l) => l.msg === 'task' && l.child.startsWith('client-') && Number(l.rec.round) === n && l.time >= sessionStarted, 5_000, sessionOver.signal);
+      const isTask = (l: LogLine): boolean => l.msg === 'task' && l.child.startsWith('client-') && Number(l.rec.round) === n && l.time >= sessionStarted;
+      // The first task within 5 s, then the others within a second (fewer may be selected).
+      if (await watch.wait(isTask, 5_000, sessionOver.signal)) {
+        const training = new Set<string>();
+        await watch.wait((l) => (isTask(l) && training.add(l.child), training.size >= o.clients), 1_000, sessionOver.signal);
+      }
       return latest;
     };
 
@@ -516,12 +526,17 @@ export async function runProcesses(o: ProcessRunOptions): Promise<ProcessRunResu
           o.say(`stop at round ${o.stopAt}: skipped, the session ended before`);
           return;
         }
+        const via = o.stopWith ?? 'api';
         const launched = Date.now();
-        const code = await runCli(['stop', '--api', api, '--token', adminToken]);
+        if (via === 'cli') {
+          const code = await runCli(['stop', '--api', api, '--token', adminToken, '--session', sessionId]);
+          if (code !== 0) throw new FedError('internal', `fedstate stop exited with ${code}`);
+        } else {
+          await callApi(api, `api/sessions/${encodeURIComponent(sessionId)}/stop`, { method: 'POST', token: adminToken });
+        }
         const commandMs = Date.now() - launched;
-        if (code !== 0) throw new FedError('internal', `fedstate stop exited with ${code}`);
-        o.say(`stop: \`fedstate stop\` during round ${latest?.session?.round ?? o.stopAt} (command took ${(commandMs / 1000).toFixed(1)} s)`);
-        stop = { round: latest?.session?.round ?? o.stopAt, commandMs, idleMs: NaN, nodes: [], apiCombinerStates: {} };
+        o.say(`stop: ${via === 'cli' ? '`fedstate stop`' : 'POST /api/sessions/ID/stop'} during round ${latest?.session?.round ?? o.stopAt} (took ${commandMs} ms)`);
+        stop = { round: latest?.session?.round ?? o.stopAt, via, commandMs, idleMs: NaN, nodes: [], apiCombinerStates: {} };
       }
     };
 

@@ -46,11 +46,12 @@ const flags = {
   stragglers: { type: 'number', default: 0, min: 0, max: 1, help: 'fraction of clients that stall past the round timeout each round' },
   'dropout-mode': { type: 'string', default: 'fail', choices: dropoutModes, help: "how a dropout vanishes: 'fail' (its training task fails) or 'disconnect' (it drops its combiner link)" },
   kill: { type: 'string', help: 'with --processes: SIGKILL a node mid-session, repeatable: reducer@ROUND (restarted on its store) or combiner:K@ROUND (stays dead); +MS waits longer (reducer@2+500)' },
-  'stop-at': { type: 'number', min: 1, integer: true, help: 'with --processes: `fedstate stop` during this round and measure how long until every combiner and client is idle' },
+  'stop-at': { type: 'number', min: 1, integer: true, help: 'with --processes: stop the session while this round\'s clients train and measure how long until every combiner and client is idle' },
+  'stop-with': { type: 'string', default: 'api', choices: ['api', 'cli'], help: "--stop-at sends the stop request itself the moment a client trains ('api', what `fedstate stop` sends) or runs `fedstate stop` ('cli', a second or more later)" },
   transport: { type: 'string', choices: ['inproc', 'grpc', 'ws'], help: 'how nodes talk: inproc (default), or loopback grpc / ws sockets (default grpc with --processes)' },
   processes: { type: 'boolean', default: false, help: 'run every reducer, combiner and client as its own `fedstate` process' },
-  'log-level': { type: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level of the child processes (--processes; logs in OUT/logs)' },
   tls: { type: 'boolean', default: false, help: 'one process over loopback grpc (or --transport ws) with mutual TLS and HMAC tokens on every link; certificates made in a temp dir' },
+  'log-level': { type: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level of the child processes (--processes; logs in OUT/logs)' },
   store: { type: 'string', help: 'persist the reducer store (level) in DIR instead of memory' },
   out: { type: 'string', default: 'out', help: 'directory for the accuracy plot' },
   strict: { type: 'boolean', default: true, help: 'round-trip every frame through the wire codec (inproc)' },
@@ -143,7 +144,7 @@ async function main(): Promise<void> {
   const faultsOn = args.dropout > 0 || args.stragglers > 0;
   if (faultsOn) say(`faults: each round ${args.dropout} of the clients drop out (${args.dropoutMode}) and ${args.stragglers} straggle past the ${args.roundTimeout} ms round timeout (seed ${args.seed})`);
   for (const k of kills) say(`fault: SIGKILL ${k.target === 'reducer' ? 'the reducer (restarted on its store)' : `combiner ${k.target} (stays dead)`} once round ${k.round} is under way${k.delayMs ? ` + ${k.delayMs} ms` : ''}`);
-  if (args.stopAt !== undefined) say(`fault: \`fedstate stop\` once round ${args.stopAt} is under way`);
+  if (args.stopAt !== undefined) say(`fault: stop the session (${args.stopWith === 'cli' ? '`fedstate stop`' : 'the request `fedstate stop` sends'}) once round ${args.stopAt} is under way`);
 
   const lines: RoundLine[] = [];
   const bar = (done: number): void => {
@@ -182,6 +183,7 @@ async function main(): Promise<void> {
       logLevel: args.logLevel,
       kills,
       stopAt: args.stopAt,
+      stopWith: args.stopWith as 'api' | 'cli',
       dropout: args.dropout,
       stragglers: args.stragglers,
       dropoutMode: args.dropoutMode,
@@ -226,8 +228,8 @@ async function main(): Promise<void> {
         ...(outcome.stop ? { stop: { ...outcome.stop, idleMs: Number.isFinite(outcome.stop.idleMs) ? outcome.stop.idleMs : null } } : {}),
         transport,
         processes: args.processes,
-        wallMs,
         tls: args.tls,
+        wallMs,
       }),
     );
   }

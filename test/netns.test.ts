@@ -1,27 +1,28 @@
 // Multi-host run on one machine: the reducer, two combiners and three clients each in their own network
 // namespace (test/helpers/netns.ts: veth links to a bridge, 10.77.S.x), every node started as
-// `ip netns exec <ns> node bin/fedstate.js …` over gRPC. Mid-round the link of the combiner holding
+// `ip netns exec <ns> node bin/fedstate.js …` over gRPC; clients run the light task module in
+// test/helpers/netns.ts (no TF.js, 1.5 s per round) so the six processes start quickly. Mid-round the link of the combiner holding
 // the most clients is cut (`ip link set <its veth> down`) and restored a few seconds later; the session
 // must complete and the trail verify. What the cut did (links dropped or not, clients moved, round
 // times) is printed.
 //
 // Needs root and `ip` (iproute2): skipped with the reason otherwise. CI runs as root, so it runs there.
-// FEDSTATE_TEST_NETNS_CUT_MS sets how long the link stays down (default 5000).
+// FEDSTATE_TEST_NETNS_CUT_MS sets how long the link stays down (default 5000); FEDSTATE_TEST_NETNS_LOGS=DIR
+// keeps the nodes' logs there.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { callApi, connectedClients, type ApiStatus } from '../src/cli/common.ts';
 import { followSession } from '../src/cli/follow.ts';
-import { initialParams } from '../src/cli/tf-setup.ts';
 import { encodeModel } from '../src/model/codec.ts';
 import { openStore, verifyTrail } from '../src/store/index.ts';
 import { Supervisor, type LogLine } from '../sandbox/processes.ts';
-import { createTopology, leftovers, netnsUnavailable, type Topology } from './helpers/netns.ts';
+import { createTopology, leftovers, netnsUnavailable, toySeed, type Topology } from './helpers/netns.ts';
 
 const run = promisify(execFile);
 const unavailable = netnsUnavailable();
@@ -47,16 +48,19 @@ if (unavailable) {
   test.skip(name, () => undefined);
 } else {
   test(name, async () => {
+    const t0 = Date.now();
+    const since = () => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
     const dir = mkdtempSync(join(tmpdir(), 'fedstate-netns-'));
     const store = join(dir, 'store');
     let topo: Topology | undefined;
     let sup: Supervisor | undefined;
     const lines: LogLine[] = [];
+    const polling = new AbortController();
     try {
       topo = createTopology(['r', 'c1', 'c2', 'k1', 'k2', 'k3']);
       const t = topo;
       const at = (h: string) => t.hosts[h]!.addr;
-      console.log(`  namespaces up: ${Object.values(t.hosts).map((h) => `${h.name}=${h.addr}`).join(' ')} (operator ${t.operatorAddr})`);
+      console.log(`  namespaces up at ${since()}: ${Object.values(t.hosts).map((h) => `${h.name}=${h.addr}`).join(' ')} (operator ${t.operatorAddr})`);
       const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('FEDSTATE_') || k === 'FEDSTATE_TF_BACKEND'));
       sup = new Supervisor(join(dir, 'logs'), env);
       sup.onLogLine((l) => lines.push(l));
@@ -67,24 +71,29 @@ if (unavailable) {
       const reducer = s.start('reducer', ['reducer', '--listen', reducerEp, '--api', `${at('r')}:8092`, '--store', store, '--token', token, '--admin-token', admin, '--evaluate', 'none'], { prefix: t.exec('r'), viaBin: true });
       const api = String((await reducer.ready).api);
       for (const c of ['c1', 'c2']) s.start(`combiner-${c}`, ['combiner', '--name', c, '--listen', `grpc://${at(c)}:7100`, '--reducer', reducerEp, '--token', token], { prefix: t.exec(c), viaBin: true });
+      // Clients start once both combiners are registered, so discovery spreads them (least-packed).
+      await until('both combiners registered', async () => {
+        const st = await callApi<ApiStatus>(api, 'api/status');
+        return st.combiners.filter((c) => c.connected).length >= 2 ? st : undefined;
+      }, 60_000);
       for (let i = 0; i < CLIENTS; i++) {
         const k = `k${i + 1}`;
-        s.start(`client-${k}`, ['client', '--name', k, '--reducer', reducerEp, '--token', token, '--data', 'mnist', '--clients-total', String(CLIENTS), '--index', String(i), '--seed', '1', '--train-size', '3000'], { prefix: t.exec(k), viaBin: true });
+        s.start(`client-${k}`, ['client', '--name', k, '--reducer', reducerEp, '--token', token, '--task', 'test/helpers/netns.ts', '--clients-total', String(CLIENTS), '--index', String(i)], { prefix: t.exec(k), viaBin: true });
       }
-      const seed = initialParams('mlp', 1).then(encodeModel);
       await Promise.all(s.children.map((c) => c.ready));
       const ready = await until('every client registered', async () => {
         const st = await callApi<ApiStatus>(api, 'api/status');
         return connectedClients(st) >= CLIENTS ? st : undefined;
       }, 60_000);
+      console.log(`  all nodes up at ${since()}`);
       const victim = [...ready.combiners].sort((a, b) => b.clients.length - a.clients.length)[0]!;
       const victimHost = victim.name.replace('combiner/', '');
       console.log(`  placement: ${ready.combiners.map((c) => `${c.name} at ${c.endpoint}: ${c.clients.join(', ')}`).join('; ')}`);
 
-      await callApi(api, 'api/models/seed', { body: await seed, token: admin });
+      await callApi(api, 'api/models/seed', { body: encodeModel(toySeed()), token: admin });
       const { sessionId } = await callApi<{ sessionId: string }>(api, 'api/sessions', { json: { sessionId: 'netns', rounds: ROUNDS, roundTimeoutMs: 20_000, quorumTimeoutMs: 60_000, localEpochs: 1, batchSize: 20, learningRate: 0.2, seed: 1 }, token: admin });
       const started = Date.now();
-      const following = followSession(api, { sessionId, unreachableMs: 60_000 });
+      const following = followSession(api, { sessionId, unreachableMs: 60_000, signal: polling.signal });
       following.catch(() => undefined);
 
       // Round 2 under way: the reducer says so and one of the victim's clients is training it.
@@ -96,7 +105,8 @@ if (unavailable) {
       t.restore(victimHost);
       console.log(`  restored at ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
-      const final = await Promise.race([following, sleep(75_000).then(() => Promise.reject(new Error('session did not end within 75 s of the cut')))]);
+      let limit: NodeJS.Timeout | undefined;
+      const final = await Promise.race([following, new Promise<never>((_, reject) => (limit = setTimeout(() => reject(new Error('session did not end within 75 s of the cut')), 75_000)))]).finally(() => clearTimeout(limit));
       const doneAt = Date.now();
       console.log(`  session ${final.state}${final.failure ? ` (${final.failure})` : ''} ${((doneAt - started) / 1000).toFixed(1)} s after it started`);
       for (const r of final.history) console.log(`    round ${r.round}: ${r.status}${r.reason ? ` (${r.reason})` : ''}, ${r.updates} updates, combiners ${r.participants.join(' ')}, rejected ${JSON.stringify(r.rejected)}, ${r.endedAt - r.startedAt} ms`);
@@ -108,8 +118,10 @@ if (unavailable) {
       assert.is(final.history.filter((r) => r.status === 'ok').length, ROUNDS, 'every round committed');
       for (const r of final.history) assert.ok(r.updates <= CLIENTS, `round ${r.round}: at most one update per client`);
     } finally {
+      polling.abort();
       await sup?.stopAll();
       topo?.teardown();
+      console.log(`  processes stopped and namespaces removed at ${since()}`);
     }
     try {
       assert.equal(leftovers(), [], 'no namespace or link left behind');
@@ -121,7 +133,14 @@ if (unavailable) {
       }
       const verify = await run(process.execPath, ['bin/fedstate.js', 'trail', 'verify', '--store', store]);
       assert.match(verify.stdout, new RegExp(`^trail ok: ${ROUNDS + 1} entries`));
+      console.log(`  trail verified at ${since()}`);
     } finally {
+      const keep = process.env.FEDSTATE_TEST_NETNS_LOGS;
+      if (keep) {
+        rmSync(keep, { recursive: true, force: true });
+        cpSync(join(dir, 'logs'), keep, { recursive: true });
+        console.log(`  logs kept in ${keep}`);
+      }
       rmSync(dir, { recursive: true, force: true });
     }
   });

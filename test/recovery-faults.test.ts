@@ -179,14 +179,14 @@ test("a straggler's answer after its round closed is refused: 'stale-round' duri
   }
 });
 
-// BUG (machines/reducer.ts with machines/combiner.ts): when every client of the only combiner loses its
+// Found here, fixed in 19f7ae6 (machines/reducer.ts with machines/combiner.ts). It was: when every client of the only combiner loses its
 // link in one round (a network blip), the session fails in ~20 ms with "3 rounds failed in a row",
 // although the clients are back within 0.5 s and quorumTimeoutMs is 20 s. The combiner's
 // CombinerStatus saying it has no clients left is throttled (STATUS_INTERVAL_MS, then the next 1 s TICK),
 // so the reducer still counts those clients; and after a failed round it plans the next one at once
 // (planning -> hasQuorum -> dispatching, no pause), so each re-dispatch fails at once with
 // too-few-clients -> too-few-combiner-models and maxConsecutiveFailures is spent in milliseconds.
-// Expected: a round that failed for lack of clients waits for fresh membership (or backs off) before the
+// Now: a round that failed for lack of clients waits for fresh membership (or backs off) before the
 // next one, so a transient loss costs one failed round at most and the session completes.
 test('a one-round blip in which every client drops its link does not fail the session (fixed: failed rounds back off)', async () => {
   let fed: Federation | undefined;
@@ -216,7 +216,7 @@ test('a one-round blip in which every client drops its link does not fail the se
   }
 });
 
-// BUG (machines/combiner.ts): a combiner reports its state ('busy'/'idle') to the reducer only when its
+// Found here, fixed in 19f7ae6 (machines/combiner.ts). It was: a combiner reported its state ('busy'/'idle') to the reducer only when its
 // membership changes or on the 5 s keepalive TICK, not when a round starts or ends. So after
 // `fedstate stop` the reducer's /api/status (and the dashboard) keeps showing combiners 'busy' for up to
 // 5 s after they went idle (measured: test/recovery-stop.test.ts prints apiCombinerStates all 'busy'

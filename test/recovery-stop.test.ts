@@ -1,4 +1,5 @@
-// `fedstate stop` mid-round across processes (grpc on loopback; sandbox/run.ts --processes --stop-at 2):
+// A session stopped mid-round across processes (grpc on loopback; sandbox/run.ts --processes --stop-at 2,
+// which sends the request `fedstate stop` sends the moment every client is training round 2):
 // the session ends 'stopped', every combiner and client that was busy goes idle (their debug state
 // lines say when), the committed round stays in a verified trail, and the time from the reducer
 // stopping the session to the last node idle is measured and printed (the issue's target: 2 s).
@@ -26,7 +27,7 @@ test('fedstate stop in round 2: every busy combiner and client goes idle; time m
   assert.is(s.stop.nodes.length, 5, 'two combiners and three clients watched');
   assert.ok(s.stop.nodes.some((n) => n.busyAtStop), 'the stop landed mid-round');
   for (const n of s.stop.nodes) assert.ok(n.idleMs !== null, `${n.name} went idle after the stop`);
-  console.log(`  stop in round ${s.stop.round}: \`fedstate stop\` took ${s.stop.commandMs} ms; every combiner and client idle ${s.stop.idleMs} ms after the reducer stopped the session (target 2000 ms)`);
+  console.log(`  stop in round ${s.stop.round}: the stop request (${s.stop.via}) took ${s.stop.commandMs} ms; every combiner and client idle ${s.stop.idleMs} ms after the reducer stopped the session (target 2000 ms)`);
   console.log(`  per node: ${s.stop.nodes.map((n) => `${n.name}${n.busyAtStop ? ` ${n.idleMs} ms` : ' (was idle)'}`).join(', ')}`);
   console.log(`  combiner states in /api/status right after: ${JSON.stringify(s.stop.apiCombinerStates)}`);
 });

@@ -185,3 +185,37 @@ export function leftovers(): string[] {
   const links = ip(['-br', 'link'], { ignoreErrors: true }).split('\n').filter((l) => l.startsWith(opIf));
   return [...ns, ...links.map((l) => l.split(/\s+/)[0]!.split('@')[0]!)];
 }
+
+// --- a light task for the namespace hosts ------------------------------------------------------------
+// `fedstate client --task test/helpers/netns.ts` loads this: no TF.js and no dataset, so six node
+// processes start fast; each round "trains" for TRAIN_MS (cancellable) and moves every parameter by a
+// client-specific step, so rounds take long enough for a link to be cut mid-round.
+
+import type { TaskCode } from '../../src/actors/client.ts';
+import type { Params } from '../../src/model/params.ts';
+
+export const TOY_SIZE = 10_000;
+const TRAIN_MS = 1_500;
+
+/** The seed model for the toy task: TOY_SIZE zeros. */
+export const toySeed = (): Params => ({ layout: [{ name: 'w', shape: [TOY_SIZE] }], data: new Float32Array(TOY_SIZE) });
+
+export function createTask(context: { index: number }): TaskCode {
+  const step = (context.index + 1) / 100;
+  return {
+    numExamples: 100 * (context.index + 1),
+    async train(model, { signal }) {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(resolve, TRAIN_MS);
+        signal.addEventListener('abort', () => {
+          clearTimeout(timer);
+          reject(new Error('cancelled'));
+        });
+      });
+      return { params: { layout: model.layout, data: model.data.map((x) => x + step) }, numExamples: 100 * (context.index + 1), metrics: { loss: 1 / (1 + step) } };
+    },
+    async validate(model) {
+      return { numExamples: 100, metrics: { mean: model.data.reduce((a, b) => a + b, 0) / model.data.length } };
+    },
+  };
+}
