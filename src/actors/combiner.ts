@@ -83,7 +83,7 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
           };
           // An update of the round's layout encodes to exactly the global model's size; a client that
           // announces more is refused before anything is allocated.
-          node.fetchBlob(req.client, req.updateId, { maxBytes: staged?.bytes }).then(
+          node.fetchBlob(req.client, req.updateId, { maxBytes: staged?.bytes, remoteOnly: true }).then(
             (bytes) => {
               try {
                 const p = decodeModel(bytes);
