@@ -14,6 +14,7 @@ import { startFederation, type Federation } from '../src/actors/federation.ts';
 import { encodeModel } from '../src/model/codec.ts';
 import { makeMessage } from '../src/protocol/codec.ts';
 import { verifyTrail } from '../src/store/index.ts';
+import { createLogger, logCombiner } from '../src/log.ts';
 import { inbound, flush } from './helpers/machine-harness.ts';
 import { toyLayout, toyTask, weightedMean } from './helpers/toy-task.ts';
 
@@ -245,6 +246,48 @@ test('a CombinerStatus goes to the reducer when a round starts (busy) and when i
   assert.ok(actor.getSnapshot().matches('idle'));
   assert.is(states().at(-1), 'idle', 'the reducer is told the combiner is idle again, not 5 s later');
   actor.stop();
+});
+
+// BUG (machines/combiner.ts, machines/client.ts): a client the combiner dropped on its heartbeat timeout
+// while their link was only cut, not closed (a partition longer than clientTimeoutMs but shorter than the
+// transport's keepalive), is never re-admitted: its heartbeats resume over the same link, the combiner
+// ignores heartbeats from non-members, and nothing tells the client to say hello again or rediscover.
+// It believes it is connected and never trains again (test/netns.test.ts reproduces it across hosts:
+// a 14 s cut leaves the later rounds with 1 update of 3). Expected: a heartbeat from a dropped client
+// gets it re-admitted, or gets it a message that makes it reconnect.
+test.skip('BUG orphaned client: a heartbeat from a client dropped on timeout re-admits it or tells it to reconnect', () => {
+  const emitted: Outbound[] = [];
+  const actor = createActor(combinerMachine, { input: { self: 'combiner/c1', reducer: 'reducer/main', clientTimeoutMs: 10_000 } });
+  actor.on('outbound', (e) => void emitted.push(e));
+  actor.start();
+  actor.send(inbound('ClientHello', 'client/k1', { client: 'client/k1', numExamples: 10 }, 1_000));
+  actor.send({ type: 'TICK', now: 12_000 }); // 11 s without a heartbeat: dropped
+  assert.equal(Object.keys(actor.getSnapshot().context.clients), [], 'dropped on the timeout');
+  const before = emitted.length;
+  actor.send(inbound('Heartbeat', 'client/k1', { seq: 0 }, 14_000)); // the partition is over
+  const toClient = emitted.slice(before).filter((e) => e.to === 'client/k1');
+  const member = Object.keys(actor.getSnapshot().context.clients).includes('client/k1');
+  assert.ok(member || toClient.length > 0, 'the client is a member again, or was told to reconnect');
+  actor.stop();
+});
+
+// BUG (src/log.ts with machines/combiner.ts): a combiner process never logs 'client joined' / 'client
+// left'. logCombiner diffs the clients of the previous and the next snapshot, but the combiner machine
+// updates context.clients in place (for O(1) events), so both snapshots hold the same object and no
+// difference is ever seen: the combiner logs of test/recovery-combiner.test.ts show clients moving to the
+// surviving combiner only as 'link up' lines.
+test.skip("BUG combiner logs: a client's hello is logged as 'client joined', its bye as 'client left'", () => {
+  const lines: Array<{ msg: string }> = [];
+  const log = createLogger({ level: 'info', destination: { write: (line: string) => void lines.push(JSON.parse(line) as { msg: string }) } });
+  const actor = createActor(combinerMachine, { input: { self: 'combiner/c1', reducer: 'reducer/main' } });
+  actor.start();
+  const stop = logCombiner(actor, log);
+  actor.send({ type: 'TICK', now: 500 });
+  actor.send(inbound('ClientHello', 'client/k1', { client: 'client/k1', numExamples: 10 }, 1_000));
+  actor.send(inbound('ClientBye', 'client/k1', { reason: 'bye' }, 2_000));
+  stop();
+  actor.stop();
+  assert.equal(lines.map((l) => l.msg).filter((m) => m.startsWith('client')), ['client joined', 'client left']);
 });
 
 test.run();
