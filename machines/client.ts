@@ -67,6 +67,7 @@ export type ClientEvent =
   | Inbound<'ValidateTask'>
   | Inbound<'CancelTask'>
   | Inbound<'UpdateAck'>
+  | Inbound<'ClientBye'>
   | { type: 'COMBINER_LOST'; reason: string }
   | { type: 'HEARTBEAT_DUE' }
   | { type: 'STOP' };
@@ -214,6 +215,9 @@ export const clientMachine = setup({
       on: {
         HEARTBEAT_DUE: { actions: emit(({ context }) => outbound(context.combiner, { type: 'Heartbeat', seq: 0 })) },
         COMBINER_LOST: { target: 'disconnected', actions: [{ type: 'disconnect', params: ({ context }) => ({ combiner: context.combiner }) }, { type: 'lose', params: ({ event }) => ({ reason: event.reason }) }] },
+        // The combiner no longer counts this client (it timed it out while the link survived a network
+        // cut): greet it again over the same link instead of staying an orphan that never trains.
+        ClientBye: { guard: 'fromMyCombiner', target: 'connecting', actions: assign({ task: null, lastError: ({ event }) => `combiner: ${event.reason}` }) },
         UpdateAck: {
           actions: assign({
             stats: ({ context, event }) => (event.accepted ? { ...context.stats, accepted: context.stats.accepted + 1 } : { ...context.stats, rejected: context.stats.rejected + 1 }),

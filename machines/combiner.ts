@@ -447,17 +447,21 @@ export const combinerMachine = setup({
         'reportStatus',
       ],
     },
-    Heartbeat: {
-      actions: assign({
-        clients: ({ context, event }) => {
-          const c = context.clients[event.from];
-          // A heartbeat from a client that never said hello (or was dropped) does not make it a member.
-          if (c) c.lastSeen = event.at;
-          return context.clients;
-        },
-        now: ({ context, event }) => Math.max(context.now, event.at),
-      }),
-    },
+    Heartbeat: [
+      {
+        guard: ({ context, event }) => Object.hasOwn(context.clients, event.from),
+        actions: assign({
+          clients: ({ context, event }) => {
+            context.clients[event.from]!.lastSeen = event.at;
+            return context.clients;
+          },
+          now: ({ context, event }) => Math.max(context.now, event.at),
+        }),
+      },
+      // A heartbeat from a client that is not a member (it never said hello, or was dropped after a
+      // network cut its link survived) does not make it one: it is told to say hello again.
+      { actions: emit(({ event }) => outbound(event.from, { type: 'ClientBye', reason: 'not a member: say hello again' })) },
+    ],
     ClientBye: { actions: [{ type: 'dropClient', params: ({ event }) => ({ client: event.from }) }, 'reportStatus'] },
     CLIENT_GONE: { actions: [{ type: 'dropClient', params: ({ event }) => ({ client: event.client }) }, 'reportStatus'] },
     TICK: {

@@ -129,13 +129,18 @@ interface CombinerCtxLike {
 
 /** Combiner: membership changes and one line per finished round with its acceptance counts. */
 export function logCombiner(actor: AnyActorRef, log: Logger): () => void {
+  // The machine updates its membership map in place, so snapshots share it: compare against our own copy.
+  let members = new Set<string>();
   return watch<CombinerCtxLike>(actor, {
     onChange(state, c, prev) {
       if (prev && prev.state !== state) log.debug({ from: prev.state, to: state }, 'state');
+      const now = Object.keys(c.clients);
       if (prev) {
-        for (const k of Object.keys(c.clients)) if (!(k in prev.context.clients)) log.info({ client: k, clients: Object.keys(c.clients).length }, 'client joined');
-        for (const k of Object.keys(prev.context.clients)) if (!(k in c.clients)) log.info({ client: k, clients: Object.keys(c.clients).length }, 'client left');
+        for (const k of now) if (!members.has(k)) log.info({ client: k, clients: now.length }, 'client joined');
+        const present = new Set(now);
+        for (const k of members) if (!present.has(k)) log.info({ client: k, clients: now.length }, 'client left');
       }
+      members = new Set(now);
       const r = c.lastRound;
       if (r && r !== prev?.context.lastRound) {
         const fields = { session: r.sessionId, round: r.round, status: r.status, selected: r.selected.length, accepted: r.accepted, weight: r.totalWeight, rejected: r.rejected, failed: r.failed };

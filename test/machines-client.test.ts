@@ -336,6 +336,22 @@ test('a task of either kind replaces a task of either kind in progress, aborting
   assert.is(r.train.last().input.taskId, 't2');
 });
 
+test('a ClientBye from its combiner (it no longer counts the client) makes the client greet it again on the same link', async () => {
+  const r = rig();
+  await r.connectTo(C1);
+  const hellos = r.h.sent('ClientHello', C1).length;
+  r.h.msg('ClientBye', 'combiner/other', { reason: 'x' });
+  assert.is(r.h.state(), 'connected.ready', 'a ClientBye from another combiner is ignored');
+  r.h.msg('ClientBye', C1, { reason: 'not a member: say hello again' });
+  assert.ok(r.h.state().startsWith('connecting'), r.h.state());
+  assert.equal(r.connect.last().input, { combiner: C1, endpoint: `ws://${C1}` }, 'the same combiner, not a rediscovery');
+  r.connect.last().resolve();
+  await r.h.flush();
+  assert.is(r.h.sent('ClientHello', C1).length, hellos + 1, 'hello sent again');
+  r.h.msg('ClientWelcome', C1, { combiner: C1, heartbeatMs: 1_000 });
+  assert.is(r.h.state(), 'connected.ready');
+});
+
 test('a TrainTask or ValidateTask from anyone but the current combiner is ignored', async () => {
   const r = rig();
   await r.connectTo(C1);
