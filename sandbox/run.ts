@@ -12,6 +12,8 @@
 // settings in every mode, so their accuracies can be compared.
 //
 //   npx tsx sandbox/run.ts [--rounds 5] [--clients 5] [--combiners 2] [--transport grpc] [--processes] [--json] ...   (--help lists all)
+import { adversarialTask, parseAttack, type AttackOptions } from '../src/actors/adversary.ts';
+import { planFor } from '../src/actors/strategy.ts';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startFederation } from '../src/actors/federation.ts';
@@ -39,6 +41,8 @@ const flags = {
   lr: { type: 'number', default: 0.2, min: 0, help: 'client SGD learning rate' },
   seed: { type: 'number', default: 1, min: 0, integer: true, help: 'seed for data split, model init and sampling' },
   partition: { type: 'string', default: 'iid', help: 'iid | dirichlet:ALPHA | shards:K | quantity:ALPHA' },
+  strategy: { type: 'string', default: 'fedavg', help: 'aggregation plan, e.g. fedavg, trimmedmean:beta=0.2, multikrum:f=1, median+fedadam:lr=0.01 (see README, Strategies)' },
+  attack: { type: 'string', help: 'FRACTION:scale[:FACTOR] or FRACTION:random[:SIGMA]: that fraction of the clients send Byzantine updates (in-process runs)' },
   fraction: { type: 'number', default: 1, min: 0, max: 1, help: 'fraction of clients sampled per round (C)' },
   'round-timeout': { type: 'number', default: 120_000, min: 100, integer: true, help: 'round timeout in ms' },
   'buffer-size': { type: 'number', default: -1, min: -1, integer: true, help: 'a combiner closes its round after this many accepted updates (-1: wait for every selected client or the timeout)' },
@@ -135,8 +139,11 @@ async function main(): Promise<void> {
     learningRate: args.lr,
     fraction: args.fraction,
     seed: args.seed,
+    strategy: planFor(args.strategy).spec,
     ...(args.bufferSize > 0 ? { bufferSize: args.bufferSize } : {}),
   };
+  if (args.attack) parseSandboxAttack(args.attack, args.clients); // refuse a bad spec before anything starts
+  if (args.attack && args.processes) throw new FedError('config', '--attack is for in-process runs');
   const how = args.processes ? `${1 + args.combiners + args.clients} processes over ${transport}` : transport === 'inproc' ? `one process, inproc${args.strict ? ' (strict)' : ''}` : `one process over loopback ${transport}${args.tls ? ' with mutual TLS and tokens' : ''}`;
   // With --processes each node process picks its own backend; this one only builds the seed model.
   const backend = args.processes ? 'per process' : await initBackend();
@@ -239,15 +246,28 @@ async function main(): Promise<void> {
 
 type Args = ReturnType<typeof parseFlags<typeof flags>>;
 
+/** `--attack 0.2:scale:-10`: which client indices attack, and how. */
+function parseSandboxAttack(spec: string, clients: number): { indices: Set<number>; options: AttackOptions } {
+  const colon = spec.indexOf(':');
+  const fraction = Number(colon < 0 ? spec : spec.slice(0, colon));
+  if (colon < 0 || !Number.isFinite(fraction) || fraction < 0 || fraction > 1) throw new FedError('config', `--attack expects FRACTION:MODE, e.g. 0.2:scale:-10, got "${spec}"`);
+  const count = Math.round(fraction * clients);
+  const indices = new Set(Array.from({ length: count }, (_, k) => Math.floor((k * clients) / Math.max(1, count))));
+  return { indices, options: parseAttack(spec.slice(colon + 1)) };
+}
+
 async function runInProcess(args: Args, transport: 'inproc' | 'grpc' | 'ws', session: ProcessRunOptions['session'], header: () => void, onRound: (r: RoundRecordLike, ms: number) => void): Promise<Outcome> {
   const { train, test } = loadMnist({ train: 8000, test: 2000, seed: args.seed });
   const parts = partition(args.partition, train.y, args.clients, args.seed);
   const build = () => buildMlp({ seed: args.seed });
+  const attack = args.attack ? parseSandboxAttack(args.attack, args.clients) : undefined;
   const store = args.store ? await openStore({ dir: args.store }) : undefined;
   const fed = await startFederation({
     combiners: args.combiners,
     clients: parts.map((idx, i) => {
-      const task = tfTask({ build, data: subset(train, idx), seed: args.seed * 1000 + i });
+      const honest = tfTask({ build, data: subset(train, idx), seed: args.seed * 1000 + i });
+      // the attackers are spread evenly over the client indices (and so over the combiners)
+      const task = attack && attack.indices.has(i) ? adversarialTask(honest, { ...attack.options, seed: args.seed * 1000 + i }) : honest;
       if (args.dropout === 0 && args.stragglers === 0) return task;
       return withDropout(task, {
         dropout: args.dropout,

@@ -44,4 +44,20 @@ test('sandbox refuses a mistyped flag with a clear error', async () => {
   }
 });
 
+test('sandbox refuses an unknown strategy and a malformed attack before starting', async () => {
+  for (const [flags, message] of [
+    [['--strategy', 'fedavgg'], /unknown strategy/],
+    [['--attack', 'lots'], /--attack expects FRACTION:MODE/],
+  ] as const) {
+    try {
+      await run(process.execPath, ['--import', 'tsx', 'sandbox/run.ts', ...flags]);
+      assert.unreachable(flags.join(' '));
+    } catch (e) {
+      const err = e as { code: number; stderr: string };
+      assert.is(err.code, 1);
+      assert.match(err.stderr, message);
+    }
+  }
+});
+
 test.run();
