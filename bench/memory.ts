@@ -1,6 +1,6 @@
 // Memory per connected idle client, and memory over rounds.
 //
-//   npx tsx bench/memory.ts [--clients 1000,10000] [--remote-clients 500] [--rounds 8] [--json]
+//   npx tsx bench/memory.ts [--clients 1000,10000] [--remote-clients 500] [--rounds 6] [--json]
 //
 // What is measured (every figure after full GCs, heap = V8 heap used + external buffers):
 //   in-process   a whole federation in one child process (startFederation, 2 combiners, in-process
@@ -12,8 +12,10 @@
 //                each): (combiner heap with clients connected − heap before they came) / clients, and the
 //                same for RSS (sockets and HTTP/2 sessions live partly outside the V8 heap); then the
 //                combiner's heap after each of --rounds one-round sessions.
-//   growth/round the slope of a least-squares line through heap after rounds 2..R (round 1 still
-//                compiles code and fills caches); ~0 means memory does not grow with rounds.
+//   growth/round the median of pairwise slopes (Theil–Sen) through heap after rounds 2..R (round 1
+//                still compiles code and fills caches); ~0 means memory does not grow with rounds. The
+//                reducer's store keeps every committed model and its trail entry by design (~1 KB per
+//                round here), which is all that grows.
 // With --json the last line holds bytesPerIdleClient (in-process, largest --clients), grpcBytesPerClient,
 // wsBytesPerClient and growth per round for every setup.
 import { fileURLToPath } from 'node:url';
@@ -57,24 +59,36 @@ interface RemoteResult {
 
 type FromChild = { type: 'result'; result: InprocResult } | { type: 'error'; message: string };
 
-/** Least-squares slope of ys over their indices. */
+/**
+ * Growth per step of ys (over their indices), robust to a stray measurement: the median of the slopes
+ * between every pair of points (Theil–Sen). A heap read now and then catches a few MB of objects in
+ * flight; a least-squares line would turn one such read into "growth".
+ */
 export function slope(ys: number[]): number {
-  const n = ys.length;
-  if (n < 2) return 0;
-  const mx = (n - 1) / 2;
-  const my = ys.reduce((a, b) => a + b, 0) / n;
-  let num = 0;
-  let den = 0;
-  ys.forEach((y, x) => {
-    num += (x - mx) * (y - my);
-    den += (x - mx) ** 2;
-  });
-  return num / den;
+  const slopes: number[] = [];
+  for (let i = 0; i < ys.length; i++) for (let j = i + 1; j < ys.length; j++) slopes.push((ys[j]! - ys[i]!) / (j - i));
+  if (slopes.length === 0) return 0;
+  slopes.sort((a, b) => a - b);
+  const m = slopes.length >> 1;
+  return slopes.length % 2 ? slopes[m]! : (slopes[m - 1]! + slopes[m]!) / 2;
+}
+
+/** Resolves once the reducer counts `clients` connected clients (membership can lag on a loaded machine). */
+async function registered(reducer: ReducerHandle, clients: number, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const n = Object.values(reducer.actor.getSnapshot().context.combiners).reduce((k, c) => k + (c.connected ? c.clients.length : 0), 0);
+    if (n >= clients) return;
+    if (Date.now() > deadline) throw new Error(`only ${n}/${clients} clients registered after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 async function oneRoundSessions(reducer: ReducerHandle, rounds: number, measure: () => Promise<number>, minClients: number): Promise<number[]> {
   const after: number[] = [];
   for (let r = 1; r <= rounds; r++) {
+    // Every round starts with the whole membership, so each measurement sees the same federation.
+    await registered(reducer, minClients);
     reducer.start({ sessionId: `mem-${r}`, rounds: 1, roundTimeoutMs: 300_000, minClients });
     const s = await reducer.finished();
     if (s.status !== 'done') throw new Error(`round ${r}: session ${s.status} (${s.failure})`);
@@ -153,7 +167,7 @@ async function main(): Promise<void> {
     combiners: { type: 'number', default: 2, min: 1, integer: true, help: 'in-process combiners' },
     'remote-clients': { type: 'number', default: 500, min: 0, integer: true, help: 'clients connected to the combiner process over grpc and ws (0: skip)' },
     transports: { type: 'string', default: 'grpc,ws', help: 'network transports to measure' },
-    rounds: { type: 'number', default: 8, min: 2, max: 100, integer: true, help: 'rounds (one-round sessions) to watch memory over' },
+    rounds: { type: 'number', default: 6, min: 3, max: 100, integer: true, help: 'rounds (one-round sessions) to watch memory over' },
     out: { type: 'string', default: '', help: 'write the report here instead of bench/results (for tests)' },
     json: { type: 'boolean', default: false, help: 'end with one JSON line' },
   });
@@ -204,7 +218,7 @@ async function main(): Promise<void> {
     [
       'Heap = V8 heap used + external buffers after full GCs. In-process: a whole federation in one process, (heap with every client connected − heap before start) / clients. ' +
         'Network: the combiner in its own process, clients in another; per client = (combiner heap with clients − without) / clients. ' +
-        `Rounds: one-round sessions of a no-op task on a ${PARAMS}-parameter model; growth is the least-squares slope from round 2 on.`,
+        `Rounds: one-round sessions of a no-op task on a ${PARAMS}-parameter model, each started once every client is registered; growth is the median pairwise slope (Theil–Sen) from round 2 on. The reducer's store keeps every committed model and trail entry by design (~1 KB per round at this model size).`,
       'Idle clients (in-process):',
       idleTable,
       'Per connected network client, in the combiner process:',

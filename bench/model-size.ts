@@ -1,6 +1,6 @@
 // Round time against model size, as a ratio to the raw transport ceiling measured in the same run.
 //
-//   npx tsx bench/model-size.ts [--params 1000000,10000000,50000000] [--transports inproc,grpc,ws] [--rounds 3] [--json]
+//   npx tsx bench/model-size.ts [--params 1000000,10000000,50000000] [--transports inproc,grpc,ws] [--rounds 2] [--json]
 //
 // What is measured: a federation of one reducer, one combiner and one client in one process
 // (startFederation over the named transport: in-process without the codec round trip, or gRPC /
@@ -89,7 +89,7 @@ async function runSize(cfg: SizeConfig): Promise<SizeResult> {
   const bytes = new Uint8Array(cfg.params * 4);
   for (let i = 0; i < bytes.length; i += 4093) bytes[i] = i & 0xff;
   const raw = await rawPathFor(cfg.kind);
-  const rawOnceMs = await timeTransfer(raw, bytes, 3);
+  const rawOnceMs = await timeTransfer(raw, bytes, 2);
   await raw.close();
   const hashTimes = [0, 1, 2].map(() => {
     const t = performance.now();
@@ -104,7 +104,7 @@ async function main(): Promise<void> {
   const flags = parseFlags(process.argv.slice(2), {
     params: { type: 'string', default: '1000000,10000000,50000000', help: 'model sizes in float32 parameters (comma-separated)' },
     transports: { type: 'string', default: 'inproc,grpc,ws', help: 'transports (comma-separated)' },
-    rounds: { type: 'number', default: 3, min: 1, max: 50, integer: true, help: 'timed rounds per configuration (after one warm-up round)' },
+    rounds: { type: 'number', default: 2, min: 1, max: 50, integer: true, help: 'timed rounds per configuration (after one warm-up round)' },
     out: { type: 'string', default: '', help: 'write the report here instead of bench/results (for tests)' },
     json: { type: 'boolean', default: false, help: 'end with one JSON line' },
   });

@@ -6,11 +6,12 @@
 //   npm run bench -- --list       the names
 //   npm run bench -- scale --clients 10,100 --rounds 3    flags after the names go to the benchmark(s)
 //
-// Each benchmark prints its own markdown table; scale, memory, combiners and model-size also write
-// bench/results/<name>.md and .svg. The output of transport and aggregate (whose files belong to other
-// owners) is saved as bench/results/<name>.md here. A failed benchmark is reported and the run goes on;
+// Every bench/*.ts but this one is a benchmark. Each prints its own markdown table; scale, memory,
+// combiners and model-size also write bench/results/<name>.md and .svg. The output of the others
+// (transport, aggregate, tls: files of other owners) is saved as bench/results/<name>.md here. A failed benchmark is reported and the run goes on;
 // the exit code is non-zero if any failed.
 import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { machineLine, writeResult } from './lib/report.ts';
 import { markdownTable } from './lib/table.ts';
@@ -25,13 +26,23 @@ interface Bench {
   saveOutput?: boolean;
 }
 
-export const benches: Bench[] = [
+const known: Bench[] = [
   { name: 'scale', file: 'scale.ts', what: 'round overhead: 10–10,000 in-process clients × 1, 2, 4 combiners' },
   { name: 'memory', file: 'memory.ts', what: 'memory per idle client (in-process, gRPC, WebSocket) and over rounds' },
   { name: 'combiners', file: 'combiners.ts', what: '1, 2, 4 combiner processes over gRPC, 200 clients in 4 processes' },
   { name: 'model-size', file: 'model-size.ts', what: '1M/10M/50M-parameter rounds vs the raw transport ceiling' },
   { name: 'transport', file: 'transport.ts', what: 'blob transfer over grpc/ws Links vs the bare libraries', saveOutput: true },
   { name: 'aggregate', file: 'aggregate.ts', what: 'aggregation kernels vs C', saveOutput: true },
+  { name: 'tls', file: 'tls.ts', what: 'model transfer and dial cost with mutual TLS vs plain (grpc, ws)', saveOutput: true },
+];
+
+/** Every bench/*.ts is a benchmark: the known ones in this order, then any other, by name. */
+export const benches: Bench[] = [
+  ...known,
+  ...readdirSync(fileURLToPath(new URL('.', import.meta.url)))
+    .filter((f) => f.endsWith('.ts') && f !== 'run.ts' && !known.some((b) => b.file === f))
+    .sort()
+    .map((file) => ({ name: file.replace(/\.ts$/, ''), file, what: '(see the file header)', saveOutput: true })),
 ];
 
 interface Outcome {

@@ -1,6 +1,6 @@
 // Round overhead: how fast the runtime itself runs rounds when training costs nothing.
 //
-//   npx tsx bench/scale.ts [--clients 10,100,1000,10000] [--combiners 1,2,4] [--rounds 5] [--params 100] [--json]
+//   npx tsx bench/scale.ts [--clients 10,100,1000,10000] [--combiners 1,2,4] [--rounds 4] [--params 100] [--json]
 //   npx tsx bench/scale.ts --clients 10000 --combiners 4 --profile prof/rounds.cpuprofile
 //
 // What is measured: a whole federation in one process (startFederation: one reducer, C combiner nodes
@@ -14,6 +14,7 @@
 //   CPU        process CPU time (user+system) per round: less disturbed by other load than wall time.
 //   idle KB    (heap+external after ready − before startFederation) / clients, after full GCs: what
 //              one connected idle client costs, reducer and combiner bookkeeping included.
+// FEDSTATE_BENCH_NODE_FLAGS adds Node/V8 flags to the configuration processes (e.g. GC tuning).
 // With --json the last line is {"roundMs10k", "bytesPerIdleClient", "configs": [...]} (roundMs10k and
 // bytesPerIdleClient from the 10,000-client run with the most combiners).
 import { fileURLToPath } from 'node:url';
@@ -33,6 +34,8 @@ export interface ScaleConfig {
   rounds: number;
   params: number;
   profile?: string;
+  /** Heartbeat interval the combiners ask of their clients (default: the combiner's own default). */
+  heartbeatMs?: number;
 }
 
 export interface ScaleResult extends ScaleConfig {
@@ -62,6 +65,7 @@ export async function runConfig(cfg: ScaleConfig): Promise<ScaleResult> {
     combiners: cfg.combiners,
     clients: Array.from({ length: cfg.clients }, () => noopTask(10)),
     strict: false,
+    ...(cfg.heartbeatMs ? { heartbeatMs: cfg.heartbeatMs, clientTimeoutMs: cfg.heartbeatMs * 5 } : {}),
   });
   const t1 = performance.now();
   await fed.ready(Math.max(60_000, cfg.clients * 20));
@@ -88,7 +92,9 @@ export async function runConfig(cfg: ScaleConfig): Promise<ScaleResult> {
       seen++;
     }
   });
-  fed.reducer.start({ sessionId: 'scale', rounds: cfg.rounds, roundTimeoutMs: 600_000, minClients: cfg.clients });
+  // Every client is registered (ready above); a round does not wait for stragglers that dropped out on
+  // a loaded machine (updates per round says if any did).
+  fed.reducer.start({ sessionId: 'scale', rounds: cfg.rounds, roundTimeoutMs: 600_000 });
   const summary = await fed.reducer.finished();
   sub.unsubscribe();
   await profiling?.stop();
@@ -119,11 +125,11 @@ async function main(): Promise<void> {
   const flags = parseFlags(process.argv.slice(2), {
     clients: { type: 'string', default: '10,100,1000,10000', help: 'client counts (comma-separated)' },
     combiners: { type: 'string', default: '1,2,4', help: 'combiner counts (comma-separated)' },
-    rounds: { type: 'number', default: 5, min: 1, max: 100, integer: true, help: 'rounds per configuration' },
+    rounds: { type: 'number', default: 4, min: 1, max: 100, integer: true, help: 'rounds per configuration' },
     params: { type: 'number', default: 100, min: 1, integer: true, help: 'model size in float32 parameters' },
     profile: { type: 'string', default: '', help: 'profile the rounds of a single configuration: CPU to PATH.cpuprofile, allocations to PATH.heapprofile' },
+    'heartbeat-ms': { type: 'number', default: 0, min: 0, integer: true, help: 'client heartbeat interval (0: the default), to see what heartbeats cost' },
     out: { type: 'string', default: '', help: 'write the report here instead of bench/results (for tests)' },
-    'node-flags': { type: 'string', default: '', help: 'extra V8/Node flags for the configuration processes (e.g. "--max-semi-space-size=64")' },
     json: { type: 'boolean', default: false, help: 'end with one JSON line' },
   });
   const clientCounts = list(flags.clients);
@@ -133,8 +139,15 @@ async function main(): Promise<void> {
   const results: ScaleResult[] = [];
   for (const combiners of combinerCounts) {
     for (const clients of clientCounts) {
-      const cfg: ScaleConfig = { clients, combiners, rounds: flags.rounds, params: flags.params, ...(flags.profile ? { profile: flags.profile } : {}) };
-      const worker = forkWorker<ScaleConfig, FromChild>(fileURLToPath(import.meta.url), ['--child'], { execArgv: ['--expose-gc', '--max-old-space-size=4096', ...flags.nodeFlags.split(' ').filter(Boolean)] });
+      const cfg: ScaleConfig = {
+        clients,
+        combiners,
+        rounds: flags.rounds,
+        params: flags.params,
+        ...(flags.profile ? { profile: flags.profile } : {}),
+        ...(flags.heartbeatMs ? { heartbeatMs: flags.heartbeatMs } : {}),
+      };
+      const worker = forkWorker<ScaleConfig, FromChild>(fileURLToPath(import.meta.url), ['--child'], { execArgv: ['--expose-gc', '--max-old-space-size=4096', ...(process.env.FEDSTATE_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)] });
       worker.send(cfg);
       const { result } = await worker.expect('result', 600_000);
       await worker.stop();
@@ -158,10 +171,11 @@ async function main(): Promise<void> {
       (med * 1000) / r.clients,
       r.bytesPerIdleClient / KB,
       r.heapAfterRoundsMB - r.heapAfterReadyMB,
+      Math.min(...r.updates),
     ];
   });
   const table = markdownTable(
-    ['combiners', 'clients', 'ready s', 'round ms (median)', 'min–max ms', 'CPU ms/round', 'rounds/s', 'µs per client·round', 'idle KB/client', 'heap Δ after rounds MB'],
+    ['combiners', 'clients', 'ready s', 'round ms (median)', 'min–max ms', 'CPU ms/round', 'rounds/s', 'µs per client·round', 'idle KB/client', 'heap Δ after rounds MB', 'updates/round (min)'],
     rows,
   );
   const perRound = markdownTable(

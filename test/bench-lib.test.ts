@@ -1,4 +1,4 @@
-// The benchmark helpers: tables, the --json convention, least-squares growth and the no-op task.
+// The benchmark helpers: tables, the --json convention, robust (Theil–Sen) growth and the no-op task.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { slope } from '../bench/memory.ts';
@@ -25,10 +25,11 @@ test('markdownTable: header, rule with right-aligned numeric columns, one row pe
   for (const line of t) assert.is(line.length, t[0]!.length);
 });
 
-test('slope: zero for flat series, the per-step increase for a line, robust to one value', () => {
+test('slope: zero for flat series, the per-step increase for a line, unmoved by one stray reading', () => {
   assert.is(slope([5, 5, 5, 5]), 0);
   assert.ok(Math.abs(slope([1, 3, 5, 7]) - 2) < 1e-12);
   assert.is(slope([42]), 0);
+  assert.is(slope([100, 100, 107, 100, 100, 100]), 0, 'one spike is not growth');
 });
 
 test('noopTask: the update differs from the model it was given (so it gets its own hash), copy or in place', async () => {

@@ -8,12 +8,16 @@ export interface HeapFigures {
   rss: number;
 }
 
-/** Collects garbage (several passes, with turns of the event loop in between) and reads memory. */
-export async function settledHeap(passes = 3): Promise<HeapFigures> {
+/**
+ * Collects garbage (several full passes, with short pauses in between so finalizers, weak references
+ * and pending callbacks settle; one pass per setImmediate left figures noisy by several MB) and reads
+ * memory.
+ */
+export async function settledHeap(passes = 4): Promise<HeapFigures> {
   if (!canGc()) throw new Error('run with --expose-gc');
   for (let i = 0; i < passes; i++) {
     globalThis.gc!();
-    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setTimeout(r, 20));
   }
   const m = process.memoryUsage();
   return { heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, rss: m.rss };
