@@ -4,87 +4,13 @@
 // node cleanly. Every child is killed at the end, also when a test fails.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { children, cli, node } from './helpers/cli-nodes.ts';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { encodeModel } from '../src/model/codec.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'fedstate-cli-'));
-const children = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const c of children) c.kill('SIGKILL');
-});
-// Children inherit no FEDSTATE_ settings from whoever runs the suite.
-const baseEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('FEDSTATE_') || k === 'FEDSTATE_TF_BACKEND'));
-
-interface Ran {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Ran> {
-  return new Promise((resolve) => {
-    const child = execFile(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { env: { ...baseEnv, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
-      children.delete(child);
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-    children.add(child);
-  });
-}
-
-interface Node {
-  proc: ChildProcess;
-  ready: Promise<Record<string, string>>;
-  /** Parsed JSON log lines so far. */
-  logs: Array<Record<string, unknown>>;
-  exited: Promise<number | null>;
-  waitLog(pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
-}
-
-function node(args: string[], env: NodeJS.ProcessEnv = {}): Node {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { env: { ...baseEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(proc);
-  const logs: Array<Record<string, unknown>> = [];
-  const waiters = new Set<() => void>();
-  createInterface({ input: proc.stderr! }).on('line', (line) => {
-    try {
-      logs.push(JSON.parse(line) as Record<string, unknown>);
-    } catch {
-      logs.push({ msg: 'non-json', line });
-    }
-    for (const w of waiters) w();
-  });
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => (children.delete(proc), resolve(code))));
-  const ready = new Promise<Record<string, string>>((resolve, reject) => {
-    createInterface({ input: proc.stdout! }).on('line', (line) => {
-      const rec = JSON.parse(line) as Record<string, string>;
-      if (rec.ready) resolve(rec);
-    });
-    void exited.then((code) => reject(new Error(`exited ${code} before ready: ${JSON.stringify(logs.slice(-3))}`)));
-  });
-  ready.catch(() => undefined);
-  const waitLog = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 30_000) =>
-    new Promise<Record<string, unknown>>((resolve, reject) => {
-      const check = (): void => {
-        const hit = logs.find(pred);
-        if (hit) {
-          waiters.delete(check);
-          clearTimeout(timer);
-          resolve(hit);
-        }
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(check);
-        reject(new Error(`log line not seen within ${timeoutMs} ms; last: ${JSON.stringify(logs.slice(-5))}`));
-      }, timeoutMs);
-      waiters.add(check);
-      check();
-    });
-  return { proc, ready, logs, exited, waitLog };
-}
 
 test('bad settings: exit code 2 and a message that names the problem', async () => {
   const cases: Array<[string[], NodeJS.ProcessEnv, RegExp]> = [

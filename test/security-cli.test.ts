@@ -5,82 +5,16 @@
 // killed at the end, also when a test fails.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { children, cli, node, type CliNode } from './helpers/cli-nodes.ts';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { encodeModel } from '../src/model/codec.ts';
 import { mintToken } from '../src/security/token.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'fedstate-sec-cli-'));
 const pki = join(dir, 'pki');
 const SECRET = 'cli-secret-0123456789abcdef';
-const children = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const c of children) c.kill('SIGKILL');
-});
-const baseEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('FEDSTATE_') || k === 'FEDSTATE_TF_BACKEND'));
-
-function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = execFile(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { env: { ...baseEnv, ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
-      children.delete(child);
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-    children.add(child);
-  });
-}
-
-interface Proc {
-  proc: ChildProcess;
-  ready: Promise<Record<string, string>>;
-  logs: Array<Record<string, unknown>>;
-  exited: Promise<number | null>;
-  waitLog(pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
-}
-
-function node(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...args], { env: { ...baseEnv, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(proc);
-  const logs: Array<Record<string, unknown>> = [];
-  const waiters = new Set<() => void>();
-  createInterface({ input: proc.stderr! }).on('line', (line) => {
-    try {
-      logs.push(JSON.parse(line) as Record<string, unknown>);
-    } catch {
-      logs.push({ msg: 'non-json', line });
-    }
-    for (const w of waiters) w();
-  });
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => (children.delete(proc), resolve(code))));
-  const ready = new Promise<Record<string, string>>((resolve, reject) => {
-    createInterface({ input: proc.stdout! }).on('line', (line) => {
-      const rec = JSON.parse(line) as Record<string, string>;
-      if (rec.ready) resolve(rec);
-    });
-    void exited.then((code) => reject(new Error(`exited ${code} before ready: ${JSON.stringify(logs.slice(-3))}`)));
-  });
-  ready.catch(() => undefined);
-  const waitLog = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 30_000) =>
-    new Promise<Record<string, unknown>>((resolve, reject) => {
-      const check = (): void => {
-        const hit = logs.find(pred);
-        if (hit) {
-          waiters.delete(check);
-          clearTimeout(timer);
-          resolve(hit);
-        }
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(check);
-        reject(new Error(`log line not seen within ${timeoutMs} ms; last: ${JSON.stringify(logs.slice(-5))}`));
-      }, timeoutMs);
-      waiters.add(check);
-      check();
-    });
-  return { proc, ready, logs, exited, waitLog };
-}
 
 const tls = (stem: string): string[] => ['--tls-ca', join(pki, 'ca.crt'), '--tls-cert', join(pki, `${stem}.crt`), '--tls-key', join(pki, `${stem}.key`)];
 
@@ -137,7 +71,7 @@ test('a federation of processes on mutual TLS with --secret tokens trains; wrong
   assert.is(r.auth, 'hmac-tokens');
   const combiner = node(['combiner', '--name', 'c1', '--reducer', r.endpoint!, ...tls('combiner-c1'), '--tls-require-client-cert'], secretEnv);
   const c = await combiner.ready;
-  const client = (i: number, token: string, creds = tls(`client-k${i + 1}`)): Proc =>
+  const client = (i: number, token: string, creds = tls(`client-k${i + 1}`)): CliNode =>
     node(['client', '--name', `k${i + 1}`, '--reducer', r.endpoint!, '--combiner', 'c1', '--task', task, '--clients-total', '2', '--index', String(i % 2), '--token', token, ...creds]);
   const token = async (sub: string, role = 'client'): Promise<string> => (await cli(['token', '--role', role, '--sub', sub], secretEnv)).stdout.trim();
   const clients = [client(0, await token('k1')), client(1, await token('k2'))];
