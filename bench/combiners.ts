@@ -11,6 +11,7 @@
 // reports, reduce, commit). CPU is the user+system time of every process in the run (reducer,
 // combiners, clients) per round, so it shows whether more combiners cost more work in total.
 // This machine's cores bound the speed-up: every process shares them.
+import { cpus } from 'node:os';
 import { startReducer } from '../src/actors/reducer.ts';
 import { createTransport } from '../src/transport/registry.ts';
 import { parseFlags } from '../src/util/args.ts';
@@ -25,6 +26,8 @@ interface RunResult {
   combiners: number;
   roundMs: number[];
   cpuMsPerRound: number;
+  /** CPU ms per round of the reducer (this process), all combiner processes, all client processes. */
+  cpuSplit: { reducer: number; combiners: number; clients: number };
   readyMs: number;
   updates: number[];
 }
@@ -37,15 +40,15 @@ const median = (xs: number[]): number => {
 
 type NodeWorker = Worker<WorkerRequest, WorkerReply>;
 
-async function cpuOf(workers: NodeWorker[]): Promise<number> {
-  let total = 0;
+async function cpuOf(workers: NodeWorker[]): Promise<number[]> {
+  const out: number[] = [];
   for (const w of workers) {
     w.send({ type: 'cpu' });
     const c = await w.expect('cpu');
-    total += c.userMs + c.systemMs;
+    out.push(c.userMs + c.systemMs);
   }
   const own = process.cpuUsage();
-  return total + (own.user + own.system) / 1000;
+  return [...out, (own.user + own.system) / 1000];
 }
 
 async function runOnce(combinerCount: number, o: { clients: number; clientProcesses: number; params: number; rounds: number }): Promise<RunResult> {
@@ -100,7 +103,11 @@ async function runOnce(combinerCount: number, o: { clients: number; clientProces
     sub.unsubscribe();
     const cpu1 = await cpuOf(workers);
     if (summary.status !== 'done') throw new Error(`session ${summary.status}: ${summary.failure}`);
-    return { combiners: combinerCount, roundMs, updates, readyMs, cpuMsPerRound: (cpu1 - cpu0) / o.rounds };
+    // workers: the combiners first, then the client holders; the last entry is this process
+    const spent = cpu1.map((c, i) => (c - cpu0[i]!) / o.rounds);
+    const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+    const cpuSplit = { combiners: sum(spent.slice(0, combinerCount)), clients: sum(spent.slice(combinerCount, -1)), reducer: spent[spent.length - 1]! };
+    return { combiners: combinerCount, roundMs, updates, readyMs, cpuMsPerRound: sum(spent), cpuSplit };
   } finally {
     for (const w of workers) w.send({ type: 'stop' });
     await Promise.all(workers.map((w) => w.stop()));
@@ -127,7 +134,7 @@ async function main(): Promise<void> {
   }
   const base = median(results[0]!.roundMs);
   const table = markdownTable(
-    ['combiner processes', 'clients', 'round ms (median)', 'min–max ms', 'rounds/s', 'speed-up vs first', 'CPU ms/round (all processes)', 'updates/round'],
+    ['combiner processes', 'clients', 'round ms (median)', 'min–max ms', 'rounds/s', 'speed-up vs first', 'CPU ms/round (all processes)', 'reducer CPU ms', 'combiners CPU ms', 'clients CPU ms', 'updates/round'],
     results.map((r) => [
       r.combiners,
       flags.clients,
@@ -136,6 +143,9 @@ async function main(): Promise<void> {
       1000 / median(r.roundMs),
       base / median(r.roundMs),
       r.cpuMsPerRound,
+      r.cpuSplit.reducer,
+      r.cpuSplit.combiners,
+      r.cpuSplit.clients,
       median(r.updates),
     ]),
   );
@@ -150,7 +160,7 @@ async function main(): Promise<void> {
     'Combiner scaling over gRPC (bench/combiners.ts)',
     [
       `Reducer in the benchmark process, each combiner in its own process, ${flags.clients} clients over ${flags.clientProcesses} client processes (one gRPC connection per client), ` +
-        `no-op task on a ${flags.params.toLocaleString('en-US')}-parameter model, ${flags.rounds} timed rounds after a warm-up round. CPU is summed over every process of the run.`,
+        `no-op task on a ${flags.params.toLocaleString('en-US')}-parameter model, ${flags.rounds} timed rounds after a warm-up round. CPU is user+system time per round, summed over every process of the run and split by role (the machine has ${cpus().length} cores: CPU ms per round below ${cpus().length} × the round time means the processes wait on each other, not on the cores).`,
       table,
       'Per-round times:',
       perRound,
@@ -170,7 +180,14 @@ async function main(): Promise<void> {
   emitJson({
     clients: flags.clients,
     params: flags.params,
-    runs: results.map((r) => ({ combiners: r.combiners, medianRoundMs: Math.round(median(r.roundMs)), roundMs: r.roundMs.map(Math.round), cpuMsPerRound: Math.round(r.cpuMsPerRound), readyMs: Math.round(r.readyMs) })),
+    runs: results.map((r) => ({
+      combiners: r.combiners,
+      medianRoundMs: Math.round(median(r.roundMs)),
+      roundMs: r.roundMs.map(Math.round),
+      cpuMsPerRound: Math.round(r.cpuMsPerRound),
+      cpuMsPerRoundByRole: { reducer: Math.round(r.cpuSplit.reducer), combiners: Math.round(r.cpuSplit.combiners), clients: Math.round(r.cpuSplit.clients) },
+      readyMs: Math.round(r.readyMs),
+    })),
     ...Object.fromEntries(results.map((r) => [`roundMs${r.combiners}c`, Math.round(median(r.roundMs))])),
   });
 }
