@@ -380,7 +380,7 @@ function report(table: string, summary: { target: number; clients: number; fract
     '',
     `McMahan et al. 2017, Table 2, re-run through the fedstate runtime: ${summary.train} training / ${summary.test} held-out digits of the \`mnist\` package, ` +
       `K = ${summary.clients} clients, C = ${summary.fraction}, ${summary.combiners} combiner(s), in-process transport, TF.js ${summary.backend}, seed ${summary.seed}. ` +
-      `Target: ${summary.target} held-out accuracy (first round at or above it). Client SGD learning rates as in the table (the best of a small grid per cell).`,
+      `Target: ${summary.target} held-out accuracy (first round at or above it). Client SGD learning rates as in the table (${model === 'mlp' ? 'the best of a small grid per cell, see lr-sweep-2nn.md' : 'untuned starting points, no sweep'}).`,
     '',
     table,
     '',
