@@ -6,6 +6,7 @@
 //    only while it has credit (backpressure end to end), and the requester verifies the sha256
 //    before anyone sees the bytes, so nothing half-written or altered is ever used.
 import { FedError, errorMessage } from '../errors.ts';
+import * as nodeCrypto from 'node:crypto';
 import { createHash, type Hash } from 'node:crypto';
 import { validateEnvelope } from '../protocol/codec.ts';
 import type { BlobChunk, BlobRequest, Envelope, Frame, LinkHello } from '../protocol/generated.ts';
@@ -67,8 +68,11 @@ interface Outgoing {
 
 interface Incoming {
   hash: string;
-  /** sha256 fed chunk by chunk as they arrive, so verifying a large model costs no second pass. */
-  digest: Hash;
+  /**
+   * sha256 fed chunk by chunk as they arrive, so verifying a large model costs no second pass; made
+   * at the first chunk of a blob in several (a blob in one chunk is hashed in one shot).
+   */
+  digest?: Hash;
   maxBytes: number;
   buffer?: Uint8Array;
   received: number;
@@ -78,6 +82,10 @@ interface Incoming {
 }
 
 const isControl = (frame: Frame): boolean => frame.kind !== 'blobChunk';
+
+/** One-shot sha256 (crypto.hash where Node has it: no Hash object to make and collect). */
+const oneShot = (nodeCrypto as { hash?: (algorithm: string, data: Uint8Array, encoding: 'hex') => string }).hash;
+const sha256Hex = (data: Uint8Array): string => (oneShot ? oneShot('sha256', data, 'hex') : createHash('sha256').update(data).digest('hex'));
 
 export class Link {
   remoteNode = '';
@@ -170,7 +178,7 @@ export class Link {
     if (this.closed) return Promise.reject(this.closeError ?? new FedError('closed', 'link closed'));
     const streamId = this.nextStream++;
     return new Promise((resolve, reject) => {
-      this.incoming.set(streamId, { hash, digest: createHash('sha256'), maxBytes: Math.min(opts.maxBytes ?? Infinity, this.maxBlobBytes), received: 0, sinceCredit: 0, resolve, reject });
+      this.incoming.set(streamId, { hash, maxBytes: Math.min(opts.maxBytes ?? Infinity, this.maxBlobBytes), received: 0, sinceCredit: 0, resolve, reject });
       this.enqueue({ kind: 'blobRequest', blobRequest: { streamId, hash, window: this.window } });
     });
   }
@@ -416,7 +424,8 @@ export class Link {
       return this.failIncoming(c, s, new FedError('malformed', `blob chunk at ${c.offset} (+${c.data.byteLength}) does not continue ${s.received}/${s.buffer.byteLength}`));
     }
     s.buffer.set(c.data, c.offset);
-    s.digest.update(c.data);
+    const whole = c.last && c.offset === 0;
+    if (!whole) (s.digest ??= createHash('sha256')).update(c.data);
     s.received += c.data.byteLength;
     this.stats.bytesIn += c.data.byteLength;
     if (c.last) {
@@ -424,7 +433,7 @@ export class Link {
       if (s.received !== s.buffer.byteLength) {
         return s.reject(new FedError('malformed', `blob ended at ${s.received} of ${s.buffer.byteLength} bytes`));
       }
-      const actual = s.digest.digest('hex');
+      const actual = whole ? sha256Hex(s.buffer) : s.digest!.digest('hex');
       if (actual !== s.hash) return s.reject(new FedError('hash-mismatch', `blob ${s.hash.slice(0, 12)} arrived as ${actual.slice(0, 12)}`));
       return s.resolve(s.buffer);
     }
