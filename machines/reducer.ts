@@ -157,6 +157,29 @@ export const eligibleCombiners = (ctx: ReducerContext): string[] =>
 export const connectedClients = (ctx: ReducerContext): number =>
   eligibleCombiners(ctx).reduce((n, name) => n + (ctx.combiners[name]?.clients.length ?? 0), 0);
 
+/**
+ * With a client fraction C < 1, how many clients each combiner samples so that the whole round has
+ * round(C·K) clients (at least one), split in proportion to the combiners' clients by largest
+ * remainder. Each combiner rounding up on its own share would sample more than C·K in total.
+ */
+export function clientQuotas(ctx: ReducerContext, s: SessionConfig): Record<string, number> {
+  if (!(s.fraction > 0 && s.fraction < 1)) return {};
+  const combiners = eligibleCombiners(ctx);
+  const sizes = combiners.map((c) => ctx.combiners[c]!.clients.length);
+  const total = sizes.reduce((a, b) => a + b, 0);
+  if (total === 0) return {};
+  const want = Math.max(1, Math.round(s.fraction * total));
+  const exact = sizes.map((n) => (want * n) / total);
+  const quota = exact.map(Math.floor);
+  let left = want - quota.reduce((a, b) => a + b, 0);
+  const order = exact.map((x, i) => ({ i, r: x - Math.floor(x) })).sort((a, b) => b.r - a.r || a.i - b.i);
+  for (const { i } of order) {
+    if (left-- <= 0) break;
+    quota[i]!++;
+  }
+  return Object.fromEntries(combiners.map((c, i) => [c, quota[i]!]));
+}
+
 /** Least-packed discovery: the connected combiner with the fewest clients (counting pending assignments). */
 export function chooseCombiner(ctx: ReducerContext, preferred: string, asking = ''): string | undefined {
   // The asking client's own earlier assignment (a retry after a failed connect) does not count against it.
@@ -218,13 +241,17 @@ export const reducerMachine = setup({
     dispatch: enqueueActions(({ context, enqueue }) => {
       const s = context.session!;
       const round = context.roundNo + 1;
-      const participants = eligibleCombiners(context);
+      const quotas = clientQuotas(context, s);
+      // a combiner whose share of a sampled round is zero clients sits the round out
+      const participants = eligibleCombiners(context).filter((c) => quotas[c] !== 0);
       enqueue.assign({
         roundNo: round,
         current: { round, participants, reports: {}, gone: [], validations: {}, startedAt: context.now, evalMetrics: {} },
       });
       for (const c of participants) {
-        enqueue.emit(outbound(c, { type: 'StartRound', sessionId: s.sessionId, round, task: 'train', modelId: context.globalModelId, config: roundConfigOf(s, round) }));
+        const config = roundConfigOf(s, round);
+        if (quotas[c] !== undefined) config.maxClients = s.maxClients > 0 ? Math.min(s.maxClients, quotas[c]) : quotas[c];
+        enqueue.emit(outbound(c, { type: 'StartRound', sessionId: s.sessionId, round, task: 'train', modelId: context.globalModelId, config }));
       }
     }),
 

@@ -4,6 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { defaultSessionConfig, reducerMachine, type CombinerModel, type ReducerInput, type RoundResult, type SessionConfig } from '../machines/reducer.ts';
+import { clientQuotas } from '../machines/reducer.ts';
 import type { RoundReport } from '../src/protocol/generated.ts';
 import { Coverage, Gate, run, type Harness } from './helpers/machine-harness.ts';
 
@@ -486,6 +487,17 @@ test('model-based coverage: every state node and every transition of the reducer
   assert.equal(coverage.missingTransitions(), Object.keys(UNREACHABLE).sort(), `transitions never taken (${coverage.summary()})`);
   assert.ok(coverage.states.length >= 19 && coverage.transitions.length >= 38, 'the graph has the machine in it');
   console.log(`reducer coverage: ${coverage.summary()} (${Object.keys(UNREACHABLE).length} listed unreachable)`);
+});
+
+test('client fraction: round(C * K) clients per round split over the combiners by largest remainder', () => {
+  const ctx = (sizes: number[]) =>
+    ({ combiners: Object.fromEntries(sizes.map((n, i) => [`combiner/c${i + 1}`, { connected: true, clients: Array.from({ length: n }, (_, k) => `client/${i}-${k}`) }])) }) as never;
+  const session = (fraction: number) => ({ ...defaultSessionConfig('s'), fraction });
+  assert.equal(clientQuotas(ctx([5, 5]), session(0.3)), { 'combiner/c1': 2, 'combiner/c2': 1 });
+  assert.equal(clientQuotas(ctx([50, 50]), session(0.1)), { 'combiner/c1': 5, 'combiner/c2': 5 });
+  assert.equal(clientQuotas(ctx([3, 1]), session(0.25)), { 'combiner/c1': 1, 'combiner/c2': 0 }, 'a combiner may sit a round out');
+  assert.equal(clientQuotas(ctx([2, 2]), session(0.01)), { 'combiner/c1': 1, 'combiner/c2': 0 }, 'at least one client per round');
+  assert.equal(clientQuotas(ctx([5, 5]), session(1)), {}, 'no quota without sampling');
 });
 
 test.run();
