@@ -60,3 +60,32 @@ export class UpdateStore {
     this.total = total;
   }
 }
+
+/**
+ * The part every strategy that holds all updates shares (median, trimmed mean, Krum): counting,
+ * weights, adding and staging go to one UpdateStore; a subclass only says how to finish.
+ */
+export abstract class BufferedAccumulator {
+  protected readonly store: UpdateStore;
+
+  constructor(ctx: AggregationContext, label: string) {
+    this.store = new UpdateStore(ctx.size, ctx, label);
+  }
+
+  get count(): number {
+    return this.store.count;
+  }
+
+  get totalWeight(): number {
+    return this.store.totalWeight;
+  }
+
+  add(update: Float32Array, weight: number): void {
+    this.store.add(update, weight);
+  }
+
+  /** A buffer to write the next update into; add() keeps it without copying. One buffer per update. */
+  stage(): Float32Array {
+    return this.store.stage();
+  }
+}

@@ -11,7 +11,7 @@
 // Holds every update and an n x n distance table: memory n x size x 4 + n^2 x 8 bytes; time O(n^2 size).
 import { FedError } from '../errors.ts';
 import type { Accumulator, AggregationContext, AggregationStrategy } from './types.ts';
-import { UpdateStore } from './buffered.ts';
+import { BufferedAccumulator } from './buffered.ts';
 import { nothingAdded } from './validate.ts';
 
 export interface KrumOptions {
@@ -75,8 +75,7 @@ export function krumSelect(rows: readonly Float32Array[], f: number, m: number):
   return { scores, selected: order.slice(0, m) };
 }
 
-export class KrumAccumulator implements Accumulator {
-  private readonly store: UpdateStore;
+export class KrumAccumulator extends BufferedAccumulator implements Accumulator {
   /** The last finish()'s scores and selection, for reporting which updates were kept. */
   lastResult: KrumResult | undefined;
 
@@ -85,25 +84,8 @@ export class KrumAccumulator implements Accumulator {
     readonly options: KrumOptions,
     private readonly label: string,
   ) {
+    super(ctx, label);
     checkKrumOptions(options);
-    this.store = new UpdateStore(ctx.size, ctx, label);
-  }
-
-  get count(): number {
-    return this.store.count;
-  }
-
-  get totalWeight(): number {
-    return this.store.totalWeight;
-  }
-
-  add(update: Float32Array, weight: number): void {
-    this.store.add(update, weight);
-  }
-
-  /** A buffer to write the next update into; add() keeps it without copying. One buffer per update. */
-  stage(): Float32Array {
-    return this.store.stage();
   }
 
   finish(): Float32Array {

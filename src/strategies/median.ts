@@ -6,32 +6,14 @@
 // reducer can weight this combiner's model by the examples it represents.
 // Holds every update (not streaming): memory count x size x 4 bytes, bounded by ctx.expected.
 import type { Accumulator, AggregationContext, AggregationStrategy } from './types.ts';
-import { UpdateStore } from './buffered.ts';
+import { BufferedAccumulator } from './buffered.ts';
 import { columnwise } from './kernels/select.ts';
 import { nothingAdded } from './validate.ts';
 
-export class MedianAccumulator implements Accumulator {
-  private readonly store: UpdateStore;
+export class MedianAccumulator extends BufferedAccumulator implements Accumulator {
 
   constructor(ctx: AggregationContext) {
-    this.store = new UpdateStore(ctx.size, ctx, 'median');
-  }
-
-  get count(): number {
-    return this.store.count;
-  }
-
-  get totalWeight(): number {
-    return this.store.totalWeight;
-  }
-
-  add(update: Float32Array, weight: number): void {
-    this.store.add(update, weight);
-  }
-
-  /** A buffer to write the next update into; add() keeps it without copying. One buffer per update. */
-  stage(): Float32Array {
-    return this.store.stage();
+    super(ctx, 'median');
   }
 
   finish(): Float32Array {

@@ -8,7 +8,7 @@
 // Holds every update (not streaming): memory count x size x 4 bytes, bounded by ctx.expected.
 import { FedError } from '../errors.ts';
 import type { Accumulator, AggregationContext, AggregationStrategy } from './types.ts';
-import { UpdateStore } from './buffered.ts';
+import { BufferedAccumulator } from './buffered.ts';
 import { columnwise } from './kernels/select.ts';
 import { nothingAdded } from './validate.ts';
 
@@ -24,32 +24,13 @@ export function checkBeta(beta: number): void {
 /** Values trimmed at each end for n updates. */
 export const trimCount = (n: number, beta: number): number => Math.floor(beta * n);
 
-export class TrimmedMeanAccumulator implements Accumulator {
-  private readonly store: UpdateStore;
-
+export class TrimmedMeanAccumulator extends BufferedAccumulator implements Accumulator {
   constructor(
     ctx: AggregationContext,
     readonly beta: number,
   ) {
+    super(ctx, 'trimmedmean');
     checkBeta(beta);
-    this.store = new UpdateStore(ctx.size, ctx, 'trimmedmean');
-  }
-
-  get count(): number {
-    return this.store.count;
-  }
-
-  get totalWeight(): number {
-    return this.store.totalWeight;
-  }
-
-  add(update: Float32Array, weight: number): void {
-    this.store.add(update, weight);
-  }
-
-  /** A buffer to write the next update into; add() keeps it without copying. One buffer per update. */
-  stage(): Float32Array {
-    return this.store.stage();
   }
 
   finish(): Float32Array {
