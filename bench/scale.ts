@@ -8,15 +8,18 @@
 // running a no-op task on a small model (--params float32 values). Each configuration runs in a fresh
 // child process started with --expose-gc, so one configuration's garbage never bills the next.
 //   ready      from startFederation until every client is connected and the reducer counts it
-//   round      one session of --rounds rounds; a round's time runs from the previous round's commit
+//   round      one session of 1 + --rounds rounds; a round's time runs from the previous round's commit
 //              (or START) to its own: dispatch, model staging, tasks, training, update pulls, folds,
-//              reports, reduce and commit. Median, min and max over the rounds; each round is listed.
+//              reports, reduce and commit. The first round also compiles the code (V8 warms up on it),
+//              so it is shown apart; median, min and max are over the --rounds rounds after it, and
+//              each round is listed.
 //   CPU        process CPU time (user+system) per round: less disturbed by other load than wall time.
 //   idle KB    (heap+external after ready − before startFederation) / clients, after full GCs: what
 //              one connected idle client costs, reducer and combiner bookkeeping included.
 // FEDSTATE_BENCH_NODE_FLAGS adds Node/V8 flags to the configuration processes (e.g. GC tuning).
-// With --json the last line is {"roundMs10k", "bytesPerIdleClient", "configs": [...]} (roundMs10k and
-// bytesPerIdleClient from the 10,000-client run with the most combiners).
+// With --json the last line is {"roundMs10k", "roundMs10kByCombiners", "bytesPerIdleClient", "configs"}
+// (roundMs10k: median timed round of the 10,000-client run with the most combiners; bytesPerIdleClient
+// from that run too).
 import { fileURLToPath } from 'node:url';
 import { startFederation } from '../src/actors/federation.ts';
 import { parseFlags } from '../src/util/args.ts';
@@ -40,6 +43,8 @@ export interface ScaleConfig {
 
 export interface ScaleResult extends ScaleConfig {
   startMs: number;
+  /** The first round (JIT warm-up), not in roundMs. */
+  warmupMs: number;
   readyMs: number;
   roundMs: number[];
   roundCpuMs: number[];
@@ -94,7 +99,7 @@ export async function runConfig(cfg: ScaleConfig): Promise<ScaleResult> {
   });
   // Every client is registered (ready above); a round does not wait for stragglers that dropped out on
   // a loaded machine (updates per round says if any did).
-  fed.reducer.start({ sessionId: 'scale', rounds: cfg.rounds, roundTimeoutMs: 600_000 });
+  fed.reducer.start({ sessionId: 'scale', rounds: cfg.rounds + 1, roundTimeoutMs: 600_000 });
   const summary = await fed.reducer.finished();
   sub.unsubscribe();
   await profiling?.stop();
@@ -105,9 +110,10 @@ export async function runConfig(cfg: ScaleConfig): Promise<ScaleResult> {
     ...cfg,
     startMs: t1 - t0,
     readyMs: t2 - t0,
-    roundMs,
-    roundCpuMs,
-    updates,
+    warmupMs: roundMs[0]!,
+    roundMs: roundMs.slice(1),
+    roundCpuMs: roundCpuMs.slice(1),
+    updates: updates.slice(1),
     bytesPerIdleClient: (retained(afterReady) - retained(before)) / cfg.clients,
     heapAfterReadyMB: retained(afterReady) / 2 ** 20,
     heapAfterRoundsMB: retained(afterRounds) / 2 ** 20,
@@ -125,7 +131,7 @@ async function main(): Promise<void> {
   const flags = parseFlags(process.argv.slice(2), {
     clients: { type: 'string', default: '10,100,1000,10000', help: 'client counts (comma-separated)' },
     combiners: { type: 'string', default: '1,2,4', help: 'combiner counts (comma-separated)' },
-    rounds: { type: 'number', default: 4, min: 1, max: 100, integer: true, help: 'rounds per configuration' },
+    rounds: { type: 'number', default: 4, min: 1, max: 100, integer: true, help: 'timed rounds per configuration (after one warm-up round)' },
     params: { type: 'number', default: 100, min: 1, integer: true, help: 'model size in float32 parameters' },
     profile: { type: 'string', default: '', help: 'profile the rounds of a single configuration: CPU to PATH.cpuprofile, allocations to PATH.heapprofile' },
     'heartbeat-ms': { type: 'number', default: 0, min: 0, integer: true, help: 'client heartbeat interval (0: the default), to see what heartbeats cost' },
@@ -153,7 +159,7 @@ async function main(): Promise<void> {
       await worker.stop();
       results.push(result);
       process.stderr.write(
-        `scale: ${clients} clients, ${combiners} combiner(s): ready ${(result.readyMs / 1000).toFixed(1)} s, rounds ${result.roundMs.map((m) => m.toFixed(0)).join(' ')} ms, ${(result.bytesPerIdleClient / KB).toFixed(1)} KB/client\n`,
+        `scale: ${clients} clients, ${combiners} combiner(s): ready ${(result.readyMs / 1000).toFixed(1)} s, warm-up ${result.warmupMs.toFixed(0)} ms, rounds ${result.roundMs.map((m) => m.toFixed(0)).join(' ')} ms, ${(result.bytesPerIdleClient / KB).toFixed(1)} KB/client\n`,
       );
     }
   }
@@ -164,6 +170,7 @@ async function main(): Promise<void> {
       r.combiners,
       r.clients,
       r.readyMs / 1000,
+      r.warmupMs,
       med,
       `${num(Math.min(...r.roundMs))}–${num(Math.max(...r.roundMs))}`,
       median(r.roundCpuMs),
@@ -175,12 +182,12 @@ async function main(): Promise<void> {
     ];
   });
   const table = markdownTable(
-    ['combiners', 'clients', 'ready s', 'round ms (median)', 'min–max ms', 'CPU ms/round', 'rounds/s', 'µs per client·round', 'idle KB/client', 'heap Δ after rounds MB', 'updates/round (min)'],
+    ['combiners', 'clients', 'ready s', 'warm-up round ms', 'round ms (median)', 'min–max ms', 'CPU ms/round', 'rounds/s', 'µs per client·round', 'idle KB/client', 'heap Δ after rounds MB', 'updates/round (min)'],
     rows,
   );
   const perRound = markdownTable(
-    ['combiners', 'clients', ...Array.from({ length: flags.rounds }, (_, i) => `round ${i + 1} ms`)],
-    results.filter((r) => r.clients >= 1000).map((r) => [r.combiners, r.clients, ...r.roundMs]),
+    ['combiners', 'clients', 'warm-up ms', ...Array.from({ length: flags.rounds }, (_, i) => `round ${i + 2} ms`)],
+    results.filter((r) => r.clients >= 1000).map((r) => [r.combiners, r.clients, r.warmupMs, ...r.roundMs]),
   );
   console.log(`\n${table}\n\nPer-round times (flat in rounds):\n\n${perRound}\n`);
 
@@ -190,8 +197,9 @@ async function main(): Promise<void> {
       'scale',
       'Round overhead (bench/scale.ts)',
       [
-        `No-op training, ${flags.params}-parameter model, ${flags.rounds} rounds per configuration, whole federation in one process (in-process transport, no codec round trip). ` +
-          'Round time runs from one commit to the next; CPU is process user+system time per round; idle KB/client is (heap+external after ready − before start) / clients after full GCs.',
+        `No-op training, ${flags.params}-parameter model, one warm-up round then ${flags.rounds} timed rounds per configuration, whole federation in one process (in-process transport, no codec round trip), each configuration in a fresh process. ` +
+          'Round time runs from one commit to the next; median, min–max, CPU (process user+system time per round) and rates are over the timed rounds; idle KB/client is (heap+external after ready − before start) / clients after full GCs. ' +
+          'Small federations run mostly unoptimised code (too few events for V8 to optimise within a few rounds), hence their higher µs per client.',
         table,
         'Per-round times:',
         perRound,
@@ -210,13 +218,16 @@ async function main(): Promise<void> {
     );
   }
   const big = results.filter((r) => r.clients === Math.max(...clientCounts)).sort((a, b) => b.combiners - a.combiners)[0]!;
+  const tenK = results.filter((r) => r.clients === 10_000);
   emitJson({
-    roundMs10k: big.clients === 10_000 ? median(big.roundMs) : null,
-    bytesPerIdleClient: big.bytesPerIdleClient,
+    roundMs10k: big.clients === 10_000 ? Math.round(median(big.roundMs)) : null,
+    roundMs10kByCombiners: Object.fromEntries(tenK.map((r) => [r.combiners, Math.round(median(r.roundMs))])),
+    bytesPerIdleClient: Math.round(big.bytesPerIdleClient),
     configs: results.map((r) => ({
       clients: r.clients,
       combiners: r.combiners,
       readyMs: Math.round(r.readyMs),
+      warmupMs: Math.round(r.warmupMs),
       roundMs: r.roundMs.map(Math.round),
       medianRoundMs: Math.round(median(r.roundMs)),
       cpuMsPerRound: Math.round(median(r.roundCpuMs)),
