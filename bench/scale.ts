@@ -203,7 +203,7 @@ async function main(): Promise<void> {
         table,
         'Per-round times:',
         perRound,
-        '![round time vs clients](scale.svg)',
+        '![round time vs clients](scale.svg) ![round time per client](scale-per-client.svg)',
       ],
       opts,
     );
@@ -214,6 +214,16 @@ async function main(): Promise<void> {
         points: results.filter((r) => r.combiners === c).map((r) => [r.clients, median(r.roundMs)] as [number, number]),
       })),
       { title: 'No-op round time vs clients (one process)', xLabel: 'clients (log)', yLabel: 'ms per round (median)', logX: true, yMin: 0 },
+      opts,
+    );
+    // Linear in clients means a flat line here.
+    writePlot(
+      'scale-per-client.svg',
+      combinerCounts.map((c) => ({
+        name: `${c} combiner${c > 1 ? 's' : ''}`,
+        points: results.filter((r) => r.combiners === c).map((r) => [r.clients, (median(r.roundMs) * 1000) / r.clients] as [number, number]),
+      })),
+      { title: 'Round time per client (flat = linear in clients)', xLabel: 'clients (log)', yLabel: 'µs per client per round', logX: true, yMin: 0 },
       opts,
     );
   }
