@@ -5,20 +5,11 @@ import fc from 'fast-check';
 import { clipToNorm, createDpFedAvg, DpFedAvgAccumulator, gaussianSource, l2Norm } from '../src/strategies/dp.ts';
 import { weightedMean } from '../src/strategies/fedavg.ts';
 import { createStrategy } from '../src/strategies/registry.ts';
-import { isFedError, type ErrorCode } from '../src/errors.ts';
+import { expectCode } from './helpers/expect-code.ts';
 
 const vec = (d: number, lim: number) =>
   fc.array(fc.float({ min: Math.fround(-lim), max: Math.fround(lim), noNaN: true }), { minLength: d, maxLength: d }).map((a) => Float32Array.from(a));
 
-function expectCode(code: ErrorCode, fn: () => unknown): void {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(isFedError(e, code), `expected FedError(${code}), got ${String(e)}`);
-    return;
-  }
-  assert.unreachable(`expected FedError(${code})`);
-}
 
 const sub = (a: Float32Array, b: Float32Array): Float32Array => a.map((v, i) => v - b[i]!);
 

@@ -5,6 +5,7 @@ import { FedAvgAccumulator, createFedAvg, weightedMean } from '../src/strategies
 import { createWeightedSum, wasmAvailable, type KernelKind } from '../src/strategies/kernels/weighted-sum.ts';
 import { isFedError, type ErrorCode } from '../src/errors.ts';
 import { tryAdd } from '../src/strategies/index.ts';
+import { expectCode } from './helpers/expect-code.ts';
 
 const kernels: KernelKind[] = ['wasm', 'js'];
 
@@ -49,15 +50,6 @@ function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, ms
   }
 }
 
-function expectCode(code: ErrorCode, fn: () => unknown): void {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(isFedError(e, code), `expected FedError(${code}), got ${String(e)}`);
-    return;
-  }
-  assert.unreachable(`expected FedError(${code})`);
-}
 
 test('the wasm SIMD kernel is available and used by default', () => {
   assert.ok(wasmAvailable());

@@ -9,7 +9,7 @@ import { weightedMean } from '../src/strategies/fedavg.ts';
 import { columnwise, medianOf, selectInPlace, type ColumnReduction } from '../src/strategies/kernels/select.ts';
 import type { AggregationStrategy } from '../src/strategies/types.ts';
 import { createStrategy } from '../src/strategies/registry.ts';
-import { isFedError, type ErrorCode } from '../src/errors.ts';
+import { expectCode } from './helpers/expect-code.ts';
 
 const f32 = fc.float({ min: -1000, max: 1000, noNaN: true, noDefaultInfinity: true });
 // few distinct values as well, so ties and duplicates are common
@@ -27,15 +27,6 @@ function run(strategy: AggregationStrategy, rows: readonly Float32Array[], weigh
   return acc.finish();
 }
 
-function expectCode(code: ErrorCode, fn: () => unknown): void {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(isFedError(e, code), `expected FedError(${code}), got ${String(e)}`);
-    return;
-  }
-  assert.unreachable(`expected FedError(${code})`);
-}
 
 function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, msg = ''): void {
   assert.is(a.length, b.length);

@@ -14,7 +14,7 @@ import {
 import { createServerOptimizer } from '../src/strategies/registry.ts';
 import { FedAvgAccumulator } from '../src/strategies/fedavg.ts';
 import type { ServerOptimizer } from '../src/strategies/types.ts';
-import { isFedError, type ErrorCode } from '../src/errors.ts';
+import { expectCode } from './helpers/expect-code.ts';
 
 const fedOptNames: FedOptName[] = ['fedadam', 'fedyogi', 'fedadagrad'];
 const f32 = (min: number, max: number) => fc.float({ min: Math.fround(min), max: Math.fround(max), noNaN: true });
@@ -23,15 +23,6 @@ const vec = (d: number, lim = 10) => fc.array(f32(-lim, lim), { minLength: d, ma
 const trajectory = (rounds = 5) =>
   fc.integer({ min: 1, max: 20 }).chain((d) => fc.tuple(vec(d), fc.array(vec(d), { minLength: 1, maxLength: rounds })));
 
-function expectCode(code: ErrorCode, fn: () => unknown): void {
-  try {
-    fn();
-  } catch (e) {
-    assert.ok(isFedError(e, code), `expected FedError(${code}), got ${String(e)}`);
-    return;
-  }
-  assert.unreachable(`expected FedError(${code})`);
-}
 
 function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: (i: number) => number, msg = ''): void {
   assert.is(a.length, b.length);
