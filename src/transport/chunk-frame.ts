@@ -306,6 +306,11 @@ export abstract class WireChannel implements FrameChannel {
     this.finish(undefined, reason);
   }
 
+  /** Ends the channel at once with `error`, telling the peer why (gRPC status, WebSocket close code). */
+  abortWith(error: FedError): void {
+    this.fail(error);
+  }
+
   /** A promise settled by the next releaseWaiters() or by the channel ending. */
   protected waitForDrain(): Promise<void> {
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));

@@ -180,11 +180,6 @@ abstract class GrpcChannel extends WireChannel {
     call.on('error', () => undefined);
   }
 
-  /** Ends the channel at once with `error`, telling the peer (status code and message). */
-  abortWith(error: FedError): void {
-    this.fail(error);
-  }
-
   protected write(bytes: Buffer, release?: () => void): Promise<void> {
     // write() returning false means the stream's buffer is at its high-water mark: the frame is
     // queued, and the sender waits for 'drain' before offering the next one. The write callback

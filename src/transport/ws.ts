@@ -194,11 +194,6 @@ class WsChannel extends WireChannel {
     this.keepalive.unref();
   }
 
-  /** Ends the channel at once with `error`, telling the peer (close code and reason). */
-  abortWith(error: FedError): void {
-    this.fail(error);
-  }
-
   private checkAlive(): void {
     if (this.closed) return;
     const limit = this.settings.keepaliveMs + this.settings.keepaliveTimeoutMs;
@@ -226,24 +221,25 @@ class WsChannel extends WireChannel {
   }
 
   protected endGracefully(reason: string): void {
-    this.ws.close(CLOSE_NORMAL, shortReason(reason));
-    this.closeTimer = setTimeout(() => this.ws.terminate(), this.settings.closeTimeoutMs);
-    this.closeTimer.unref();
+    this.closeSocket(CLOSE_NORMAL, reason);
   }
 
   protected abort(error: FedError): void {
-    this.ws.close(closeCodeFor(error), shortReason(error.message));
-    this.closeTimer = setTimeout(() => this.ws.terminate(), this.settings.closeTimeoutMs);
-    this.closeTimer.unref();
+    this.closeSocket(closeCodeFor(error), error.message);
   }
 
   /** Graceful close with "going away", for a listener shutting down. */
   goAway(reason: string): void {
     if (this.closed) return;
-    this.ws.close(CLOSE_GOING_AWAY, shortReason(reason));
+    this.closeSocket(CLOSE_GOING_AWAY, reason);
+    this.finish(undefined, reason);
+  }
+
+  // A peer that never answers the close handshake must not keep the socket open.
+  private closeSocket(code: number, reason: string): void {
+    this.ws.close(code, shortReason(reason));
     this.closeTimer = setTimeout(() => this.ws.terminate(), this.settings.closeTimeoutMs);
     this.closeTimer.unref();
-    this.finish(undefined, reason);
   }
 
   protected override released(): void {
