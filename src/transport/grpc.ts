@@ -28,7 +28,8 @@ import { FedError } from '../errors.ts';
 import type { RateSpec } from '../security/rate-limit.ts';
 import { DEFAULT_MAX_FRAME_BYTES, WireChannel } from './chunk-frame.ts';
 import { bareHost, formatEndpoint, parseEndpoint } from './endpoint.ts';
-import { explainDialFailure, identityOfCertificate, openFrontDoor, refusalInReason, type FrontDoor, type TlsOptions } from './tls.ts';
+import { AcceptedChannels, openListenerDoor, shutdownWithin } from './socket-listener.ts';
+import { explainDialFailure, identityOfCertificate, refusalInReason, type FrontDoor, type TlsOptions } from './tls.ts';
 import type { FrameChannel, Listener, PeerIdentity, Transport } from './types.ts';
 
 export interface GrpcTransportOptions {
@@ -318,65 +319,35 @@ export class GrpcTransport implements Transport {
   async listen(endpoint: string, accept: (channel: FrameChannel) => void): Promise<Listener> {
     const ep = parseEndpoint(endpoint, 'grpc');
     const server = new grpc.Server(grpcChannelOptions(this.options));
-    const open = new Set<GrpcServerChannel>();
+    const channels = new AcceptedChannels<GrpcServerChannel>(accept, (ch, reason) => ch.close(reason));
     const secure = !!this.options.tls;
-    let closing = false;
     let door: FrontDoor | undefined;
     server.addService(linkServiceDefinition, {
       link: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
         const verdict = secure ? door?.verdictByPeer(call.getPeer()) : undefined;
-        const ch = new GrpcServerChannel(call, (c) => open.delete(c), this.settings.maxFrameBytes, verdict?.identity);
-        if (closing) return ch.close('listener closing');
-        if (secure && !verdict) return ch.abortWith(new FedError('unauthenticated', `no TLS session known for ${call.getPeer()}`));
-        if (verdict?.error) return ch.abortWith(verdict.error);
-        open.add(ch);
-        try {
-          accept(ch);
-        } catch (e) {
-          ch.close(`refused: ${e instanceof Error ? e.message : String(e)}`);
-        }
+        const ch = new GrpcServerChannel(call, (c) => channels.forget(c), this.settings.maxFrameBytes, verdict?.identity);
+        channels.admit(ch, secure && !verdict ? new FedError('unauthenticated', `no TLS session known for ${call.getPeer()}`) : verdict?.error);
       },
     });
     // Connections reach grpc-js through an injector: the front door (tls.ts) owns the socket, limits
     // the connection rate and runs TLS; grpc-js speaks HTTP/2 on whatever it is given.
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     try {
-      door = await openFrontDoor({
-        host: bareHost(ep.host),
-        port: ep.port,
-        endpoint,
-        tls: this.options.tls,
-        alpn: ['h2'],
-        connectionRate: this.options.connectionRate,
-        onRefused: this.options.onRefused,
-        deliver: (socket) => injector.injectConnection(socket),
-      });
+      door = await openListenerDoor(ep, endpoint, this.options, ['h2'], (socket) => injector.injectConnection(socket));
     } catch (e) {
       server.forceShutdown();
       throw e;
     }
-    const frontDoor = door;
-    return {
-      endpoint: formatEndpoint({ ...ep, port: frontDoor.port }),
-      close: async () => {
-        if (closing) return;
-        closing = true;
-        frontDoor.stopAccepting();
-        for (const ch of [...open]) ch.close('listener closed');
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(() => {
-            server.forceShutdown();
-            resolve();
-          }, this.settings.closeTimeoutMs);
-          timer.unref();
-          server.tryShutdown(() => {
-            clearTimeout(timer);
-            resolve();
-          });
-        });
-        frontDoor.destroyAll();
-      },
-    };
+    return channels.listener(ep, door, () =>
+      shutdownWithin(
+        this.settings.closeTimeoutMs,
+        (done) => server.tryShutdown(done),
+        (done) => {
+          server.forceShutdown();
+          done();
+        },
+      ),
+    );
   }
 
   async dial(endpoint: string): Promise<FrameChannel> {

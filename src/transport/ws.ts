@@ -21,11 +21,12 @@ import { createRequire } from 'node:module';
 import type net from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import WebSocket, { WebSocketServer } from 'ws';
-import { FedError, errorMessage } from '../errors.ts';
+import { FedError } from '../errors.ts';
 import type { RateSpec } from '../security/rate-limit.ts';
 import { DEFAULT_MAX_FRAME_BYTES, WireChannel } from './chunk-frame.ts';
 import { bareHost, formatEndpoint, parseEndpoint } from './endpoint.ts';
-import { classifyTlsError, clientTlsOptions, explainDialFailure, identityOfCertificate, openFrontDoor, refusalInReason, type FrontDoor, type TlsOptions } from './tls.ts';
+import { AcceptedChannels, openListenerDoor, shutdownWithin } from './socket-listener.ts';
+import { classifyTlsError, clientTlsOptions, explainDialFailure, identityOfCertificate, refusalInReason, type FrontDoor, type TlsOptions } from './tls.ts';
 import type { FrameChannel, Listener, PeerIdentity, Transport } from './types.ts';
 
 export interface WsTransportOptions {
@@ -259,8 +260,7 @@ export class WsTransport implements Transport {
     const ep = parseEndpoint(endpoint, 'ws');
     const secure = !!this.options.tls;
     const wss = new WebSocketServer({ noServer: true, ...wsSocketOptions(this.options) });
-    const open = new Set<WsChannel>();
-    let closing = false;
+    const channels = new AcceptedChannels<WsChannel>(accept, (ch, reason) => ch.goAway(reason));
     let door: FrontDoor | undefined;
     // Plain requests get what ws's own server answers: this endpoint only speaks WebSocket.
     const server = http.createServer((_req, res) => {
@@ -270,7 +270,7 @@ export class WsTransport implements Transport {
     server.on('clientError', (_err, socket: net.Socket) => socket.destroy());
     server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
       socket.on('error', () => undefined);
-      if (closing) return void socket.destroy();
+      if (channels.closing) return void socket.destroy();
       const verdict = secure ? door?.verdictOf(req.socket) : undefined;
       const refusal = verdict?.error ?? (secure && !verdict ? new FedError('unauthenticated', 'no TLS session for this connection') : undefined);
       if (refusal) {
@@ -280,47 +280,20 @@ export class WsTransport implements Transport {
       }
       wss.handleUpgrade(req, socket, head, (ws) => {
         const ch = new WsChannel(ws, `ws://${req.socket.remoteAddress}:${req.socket.remotePort}`, this.settings, verdict?.identity);
-        if (closing) return ch.goAway('listener closing');
-        open.add(ch);
-        ws.once('close', () => void open.delete(ch));
-        try {
-          accept(ch);
-        } catch (e) {
-          ch.close(`refused: ${errorMessage(e)}`);
-        }
+        ws.once('close', () => channels.forget(ch));
+        channels.admit(ch);
       });
     });
-    door = await openFrontDoor({
-      host: bareHost(ep.host),
-      port: ep.port,
-      endpoint,
-      tls: this.options.tls,
-      alpn: ['http/1.1'],
-      connectionRate: this.options.connectionRate,
-      onRefused: this.options.onRefused,
-      deliver: (socket) => server.emit('connection', socket),
-    });
-    const frontDoor = door;
-    return {
-      endpoint: formatEndpoint({ ...ep, port: frontDoor.port }),
-      close: async () => {
-        if (closing) return;
-        closing = true;
-        frontDoor.stopAccepting();
-        for (const ch of [...open]) ch.goAway('listener closed');
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(() => {
-            for (const ws of wss.clients) ws.terminate();
-          }, this.settings.closeTimeoutMs);
-          timer.unref();
-          wss.close(() => {
-            clearTimeout(timer);
-            resolve();
-          });
-        });
-        frontDoor.destroyAll();
-      },
-    };
+    door = await openListenerDoor(ep, endpoint, this.options, ['http/1.1'], (socket) => server.emit('connection', socket));
+    return channels.listener(ep, door, () =>
+      shutdownWithin(
+        this.settings.closeTimeoutMs,
+        (done) => wss.close(() => done()),
+        () => {
+          for (const ws of wss.clients) ws.terminate();
+        },
+      ),
+    );
   }
 
   dial(endpoint: string): Promise<FrameChannel> {
