@@ -3,45 +3,15 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import * as grpc from '@grpc/grpc-js';
-import net from 'node:net';
 import { isFedError } from '../src/errors.ts';
-import { encodeFrame, makeMessage } from '../src/protocol/codec.ts';
-import type { Frame } from '../src/protocol/generated.ts';
+import { encodeFrame } from '../src/protocol/codec.ts';
 import { GrpcTransport, LINK_METHOD, grpcChannelOptions, linkServiceDefinition } from '../src/transport/grpc.ts';
-import type { FrameChannel, Listener } from '../src/transport/types.ts';
+import type { FrameChannel } from '../src/transport/types.ts';
+import { MiB, closedPort, heartbeat, listenRecording, muteServer, record, sleep, until, type Recording } from './helpers/transport-harness.ts';
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const MiB = 1024 * 1024;
 const identity = (b: Buffer): Buffer => b;
 
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms: ${what}`);
-    await sleep(5);
-  }
-}
-
-function record(ch: FrameChannel): { frames: Frame[]; closes: Array<Error | undefined> } {
-  const r = { frames: [] as Frame[], closes: [] as Array<Error | undefined> };
-  ch.onFrame = (f) => r.frames.push(f);
-  ch.onClose = (e) => r.closes.push(e);
-  return r;
-}
-
-const heartbeat = (seq: number): Frame => ({
-  kind: 'envelope',
-  envelope: { from: 'client/a', to: 'combiner/b', body: makeMessage('Heartbeat', { seq }) },
-});
-
 const portOf = (endpoint: string): number => Number(/:(\d+)$/.exec(endpoint)?.[1]);
-
-/** Listens with the fedstate transport and records every accepted channel. */
-async function listenRecording(t = new GrpcTransport()): Promise<{ listener: Listener; accepted: Array<ReturnType<typeof record>> }> {
-  const accepted: Array<ReturnType<typeof record>> = [];
-  const listener = await t.listen('grpc://127.0.0.1:0', (ch) => accepted.push(record(ch)));
-  return { listener, accepted };
-}
 
 /** A bare grpc-js client on the Link method, writing whatever bytes the test wants. */
 function rawClient(endpoint: string, opts: grpc.ChannelOptions = grpcChannelOptions()): {
@@ -94,10 +64,7 @@ test('endpoints of the wrong kind or shape are refused with a config error', asy
 });
 
 test('dialing a port nobody listens on fails fast with a closed error', async () => {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
+  const port = await closedPort();
   const t0 = Date.now();
   try {
     await new GrpcTransport().dial(`grpc://127.0.0.1:${port}`);
@@ -109,23 +76,19 @@ test('dialing a port nobody listens on fails fast with a closed error', async ()
 });
 
 test('dialing something that accepts TCP but never speaks HTTP/2 times out', async () => {
-  const sockets: net.Socket[] = [];
-  const server = net.createServer((s) => sockets.push(s));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
+  const mute = await muteServer();
   try {
-    await new GrpcTransport({ dialTimeoutMs: 400 }).dial(`grpc://127.0.0.1:${port}`);
+    await new GrpcTransport({ dialTimeoutMs: 400 }).dial(`grpc://127.0.0.1:${mute.port}`);
     assert.unreachable('dial to a mute server');
   } catch (e) {
     assert.ok(isFedError(e, 'timeout') || isFedError(e, 'closed'), String(e));
   } finally {
-    for (const s of sockets) s.destroy();
-    server.close();
+    mute.close();
   }
 });
 
 test('garbage from a client closes that channel with malformed; the client gets INVALID_ARGUMENT; the server serves on', async () => {
-  const { listener, accepted } = await listenRecording();
+  const { listener, accepted } = await listenRecording(new GrpcTransport());
   const raw = rawClient(listener.endpoint);
   raw.call.write(Buffer.from([0xff, 0xff, 0xff, 0x01, 0x02]));
   const status = await raw.status;
@@ -175,7 +138,7 @@ test('a frame over the receiver\'s limit ends the stream with oversized on both 
 });
 
 test('a frame over the receiver\'s limit ends the stream with oversized (server to client)', async () => {
-  let serverSide: ReturnType<typeof record> | undefined;
+  let serverSide: Recording | undefined;
   const listener = await new GrpcTransport({ maxFrameBytes: 4 * MiB }).listen('grpc://127.0.0.1:0', (ch) => {
     serverSide = record(ch);
     void ch.send({ kind: 'blobChunk', blobChunk: { streamId: 1, offset: 0, total: 0, data: new Uint8Array(2 * MiB), last: false, error: '' } });

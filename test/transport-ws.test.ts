@@ -2,42 +2,13 @@
 // the FrameChannel, seen through bare `ws` sockets that send text, garbage or oversized messages.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import net from 'node:net';
+import type net from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { isFedError } from '../src/errors.ts';
-import { encodeFrame, makeMessage } from '../src/protocol/codec.ts';
-import type { Frame } from '../src/protocol/generated.ts';
-import type { FrameChannel, Listener } from '../src/transport/types.ts';
+import { encodeFrame } from '../src/protocol/codec.ts';
+import type { FrameChannel } from '../src/transport/types.ts';
 import { WsTransport, maskingEngine, wsSocketOptions } from '../src/transport/ws.ts';
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const MiB = 1024 * 1024;
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms: ${what}`);
-    await sleep(5);
-  }
-}
-
-function record(ch: FrameChannel): { frames: Frame[]; closes: Array<Error | undefined> } {
-  const r = { frames: [] as Frame[], closes: [] as Array<Error | undefined> };
-  ch.onFrame = (f) => r.frames.push(f);
-  ch.onClose = (e) => r.closes.push(e);
-  return r;
-}
-
-const heartbeat = (seq: number): Frame => ({
-  kind: 'envelope',
-  envelope: { from: 'client/a', to: 'combiner/b', body: makeMessage('Heartbeat', { seq }) },
-});
-
-async function listenRecording(t = new WsTransport()): Promise<{ listener: Listener; accepted: Array<ReturnType<typeof record>> }> {
-  const accepted: Array<ReturnType<typeof record>> = [];
-  const listener = await t.listen('ws://127.0.0.1:0', (ch) => accepted.push(record(ch)));
-  return { listener, accepted };
-}
+import { MiB, closedPort, heartbeat, listenRecording, muteServer, record, sleep, until } from './helpers/transport-harness.ts';
 
 /** A bare ws client; resolves once open, with a promise of the close code it eventually sees. */
 async function rawClient(endpoint: string, opts = {}): Promise<{ ws: WebSocket; closed: Promise<{ code: number; reason: string }> }> {
@@ -77,10 +48,7 @@ test('listen on port 0 reports the real port; a taken port is a conflict', async
 });
 
 test('dialing a port nobody listens on fails with closed; a mute server times out', async () => {
-  const probe = net.createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-  const port = (probe.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => probe.close(() => r()));
+  const port = await closedPort();
   try {
     await new WsTransport().dial(`ws://127.0.0.1:${port}`);
     assert.unreachable('dial to a closed port');
@@ -88,22 +56,19 @@ test('dialing a port nobody listens on fails with closed; a mute server times ou
     assert.ok(isFedError(e, 'closed'), String(e));
   }
 
-  const sockets: net.Socket[] = [];
-  const mute = net.createServer((s) => sockets.push(s));
-  await new Promise<void>((r) => mute.listen(0, '127.0.0.1', r));
+  const mute = await muteServer();
   try {
-    await new WsTransport({ dialTimeoutMs: 300 }).dial(`ws://127.0.0.1:${(mute.address() as net.AddressInfo).port}`);
+    await new WsTransport({ dialTimeoutMs: 300 }).dial(`ws://127.0.0.1:${mute.port}`);
     assert.unreachable('dial to a mute server');
   } catch (e) {
     assert.ok(isFedError(e, 'timeout'), String(e));
   } finally {
-    for (const s of sockets) s.destroy();
     mute.close();
   }
 });
 
 test('a text message closes the channel with malformed (1007) and the server serves on', async () => {
-  const { listener, accepted } = await listenRecording();
+  const { listener, accepted } = await listenRecording(new WsTransport());
   const raw = await rawClient(listener.endpoint);
   raw.ws.send('hello as text');
   const { code } = await raw.closed;
@@ -121,7 +86,7 @@ test('a text message closes the channel with malformed (1007) and the server ser
 });
 
 test('undecodable binary from a client closes that channel with malformed', async () => {
-  const { listener, accepted } = await listenRecording();
+  const { listener, accepted } = await listenRecording(new WsTransport());
   const raw = await rawClient(listener.endpoint);
   raw.ws.send(Buffer.from([0xff, 0xff, 0xff, 0x01, 0x02]));
   const { code, reason } = await raw.closed;
@@ -144,7 +109,7 @@ test('undecodable binary from a server closes the client channel with malformed'
 });
 
 test('a message over maxPayload ends the channel with oversized on both sides', async () => {
-  const { listener, accepted } = await listenRecording();
+  const { listener, accepted } = await listenRecording(new WsTransport());
   // The sender allows bigger frames than the receiver: only the receiving side can refuse.
   const ch = await new WsTransport({ maxFrameBytes: 4 * MiB }).dial(listener.endpoint);
   const r = record(ch);
@@ -175,7 +140,7 @@ test('a frame handler that throws ends the channel with internal, and the proces
 });
 
 test('the reason given to close() reaches the peer, both ways', async () => {
-  const { listener, accepted } = await listenRecording();
+  const { listener, accepted } = await listenRecording(new WsTransport());
   const ch = await new WsTransport().dial(listener.endpoint);
   const r = record(ch);
   await until(() => accepted.length === 1, 5000, 'accepted');
