@@ -83,43 +83,68 @@ function scalarProblem(scalar: string, value: unknown): string | null {
  * decoder always yields the full shape and a message built in memory must look the same.
  */
 function shapeProblem(type: protobuf.Type, obj: unknown, path: string, complete: boolean): string | null {
-  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return `${path}: object expected`;
+  const problem = messageProblem(type, obj, complete);
+  return problem === null ? null : path + problem;
+}
+
+// The checks below run on every message sent, so they build no closures and no path strings while the
+// input is valid: each returns the rest of its problem line after the path to the value it checked
+// (": …", ".field…: …", "[3]…: …"), and its caller prepends its part of the path only then.
+
+function messageProblem(type: protobuf.Type, obj: unknown, complete: boolean): string | null {
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return ': object expected';
   const o = obj as Record<string, unknown>;
   for (const field of type.fieldsArray) {
     if (field.partOf) continue; // oneof members are checked by the caller
-    const at = `${path}.${field.name}`;
     const value = o[field.name];
     if (value === undefined || value === null) {
-      if (complete) return `${at}: missing`;
+      if (complete) return `.${field.name}: missing`;
       continue;
     }
-    const sub = field.resolvedType;
-    const one = (v: unknown, p: string): string | null => (sub instanceof protobuf.Type ? shapeProblem(sub, v, p, complete) : scalarProblem(field.type, v) && `${p}: ${scalarProblem(field.type, v)}`);
-    if (field.map) {
-      if (typeof value !== 'object' || Array.isArray(value)) return `${at}: object expected`;
-      const keyType = (field as unknown as protobuf.MapField).keyType;
-      for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-        const keyProblem = scalarProblem(keyType, k);
-        if (keyProblem) return `${at} key: ${keyProblem}`;
-        const problem = one(v, `${at}[${JSON.stringify(k)}]`);
-        if (problem) return problem;
-      }
-    } else if (field.repeated) {
-      if (!Array.isArray(value)) return `${at}: array expected`;
-      for (let i = 0; i < value.length; i++) {
-        const problem = one(value[i], `${at}[${i}]`);
-        if (problem) return problem;
-      }
-    } else {
-      const problem = one(value, at);
-      if (problem) return problem;
-    }
+    const problem = fieldProblem(field, value, complete);
+    if (problem !== null) return `.${field.name}${problem}`;
   }
   return null;
 }
 
+function fieldProblem(field: protobuf.Field, value: unknown, complete: boolean): string | null {
+  if (field.map) {
+    if (typeof value !== 'object' || Array.isArray(value)) return ': object expected';
+    const entries = value as Record<string, unknown>;
+    const keyType = (field as unknown as protobuf.MapField).keyType;
+    for (const k of Object.keys(entries)) {
+      const keyProblem = scalarProblem(keyType, k);
+      if (keyProblem !== null) return ` key: ${keyProblem}`;
+      const problem = elementProblem(field, entries[k], complete);
+      if (problem !== null) return `[${JSON.stringify(k)}]${problem}`;
+    }
+    return null;
+  }
+  if (field.repeated) {
+    if (!Array.isArray(value)) return ': array expected';
+    for (let i = 0; i < value.length; i++) {
+      const problem = elementProblem(field, value[i], complete);
+      if (problem !== null) return `[${i}]${problem}`;
+    }
+    return null;
+  }
+  return elementProblem(field, value, complete);
+}
+
+/** One value of `field`: the whole value, one element of a repeated field or one value of a map. */
+function elementProblem(field: protobuf.Field, value: unknown, complete: boolean): string | null {
+  const sub = field.resolvedType;
+  if (sub instanceof protobuf.Type) return messageProblem(sub, value, complete);
+  const problem = scalarProblem(field.type, value);
+  return problem === null ? null : `: ${problem}`;
+}
+
 function checkBody(env: Envelope): void {
   const { type, ...fields } = env.body;
+  checkFields(type, fields);
+}
+
+function checkFields(type: MessageType, fields: Record<string, unknown>): void {
   const sub = EnvelopeType.fields[fieldOf(type)]?.resolvedType;
   if (!(sub instanceof protobuf.Type)) throw new FedError('unknown-message', `no message type for ${String(type)}`);
   const problem = shapeProblem(sub, fields, type, true);
@@ -158,9 +183,11 @@ export function validateEnvelope(env: Envelope): Envelope {
   if (!env || typeof env !== 'object' || !env.body || typeof env.body !== 'object') {
     throw new FedError('malformed', 'envelope must be an object with a body');
   }
-  const problem = EnvelopeType.verify(envelopeToProto(env));
+  // one copy of the body's fields serves both checks
+  const { type, ...fields } = env.body;
+  const problem = EnvelopeType.verify({ from: env.from, to: env.to, [fieldOf(type)]: fields });
   if (problem) throw new FedError('malformed', `invalid ${env.body.type}: ${problem}`);
-  checkBody(env);
+  checkFields(type, fields);
   checkAddresses(env);
   return env;
 }
