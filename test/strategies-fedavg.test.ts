@@ -227,20 +227,29 @@ test('zero-copy stage slots: same bits as the copy path, exact refusal, reusable
   );
   for (const kernel of kernels) {
     const size = 40000;
-    const acc = new FedAvgAccumulator(size, { kernel, stageSlots: 1 });
+    const told: number[] = [];
+    const acc = new FedAvgAccumulator(size, { kernel, stageSlots: 1, onRefused: (r) => told.push(r.tag) });
     const twin = new FedAvgAccumulator(size, { kernel });
-    const slot = acc.stage();
+    let slot = acc.stage();
     assert.is(slot.length, size);
     slot.fill(0.25);
     acc.add(slot, 2);
     twin.add(new Float32Array(size).fill(0.25), 2);
     for (const at of [0, 39999]) {
+      slot = acc.stage(); // folds the waiting update first, so the slot can be rewritten
       slot.fill(1);
       slot[at] = Infinity;
-      expectCode('not-finite', () => acc.add(slot, 1));
+      // the js kernel refuses at once; the wasm kernel when the batch is folded, through onRefused
+      if (kernel === 'js') expectCode('not-finite', () => acc.add(slot, 1));
+      else acc.add(slot, 1);
     }
     assert.equal(acc.finish(), twin.finish(), `${kernel}: refused staged updates left no trace`);
     assert.is(acc.count, 1);
+    assert.is(acc.totalWeight, 2);
+    if (kernel === 'wasm') {
+      assert.equal(told, [1, 2]);
+      assert.equal(acc.refused.map((r) => r.error.code), ['not-finite', 'not-finite']);
+    }
     expectCode('config', () => acc.stage(1));
     expectCode('config', () => new FedAvgAccumulator(4, { kernel, stageSlots: -1 }));
   }
@@ -249,6 +258,47 @@ test('zero-copy stage slots: same bits as the copy path, exact refusal, reusable
   const inner = new Float32Array(acc.stage(1).buffer, acc.stage(1).byteOffset + 4, 8).fill(3);
   acc.add(inner, 1);
   assert.equal(acc.finish(), new Float32Array(8).fill(3));
+});
+
+test('batched staged folds: mixed staged, copied and non-finite updates give the sequential result bit for bit', () => {
+  const poison = fc.constantFrom(NaN, Infinity, -Infinity);
+  const step = (d: number) =>
+    fc.record({
+      x: fc.array(f32, { minLength: d, maxLength: d }).map((a) => Float32Array.from(a)),
+      w: weight,
+      staged: fc.boolean(),
+      slot: fc.integer({ min: 0, max: 2 }),
+      bad: fc.option(fc.tuple(fc.nat(d - 1), poison), { freq: 4 }),
+    });
+  const plan = fc.integer({ min: 1, max: 70 }).chain((d) => fc.array(step(d), { minLength: 1, maxLength: 14 }));
+  fc.assert(
+    fc.property(plan, (steps) => {
+      const d = steps[0]!.x.length;
+      const refused: number[] = [];
+      const acc = new FedAvgAccumulator(d, { kernel: 'wasm', stageSlots: 3, onRefused: (r) => refused.push(r.tag) });
+      const seq = new FedAvgAccumulator(d, 'js');
+      const wantRefused: number[] = [];
+      steps.forEach((s, tag) => {
+        const x = s.x.slice();
+        if (s.bad) x[s.bad[0]] = s.bad[1];
+        const ok = tryAdd(seq, x, s.w) === undefined;
+        if (s.staged) {
+          const slot = acc.stage(s.slot);
+          slot.set(x);
+          acc.add(slot, s.w);
+          if (!ok) wantRefused.push(tag);
+        } else {
+          assert.is(tryAdd(acc, x, s.w) === undefined, ok, 'a copied update is refused at once');
+        }
+      });
+      assert.is(acc.count, seq.count);
+      assert.is(acc.totalWeight, seq.totalWeight);
+      assert.equal(refused, wantRefused);
+      if (seq.count > 0) assert.equal(acc.finish(), seq.finish());
+      else expectCode('bad-weight', () => acc.finish());
+    }),
+    { numRuns: 300 },
+  );
 });
 
 test('finish before any add is a typed error; finish does not consume', () => {

@@ -9,8 +9,8 @@
  *                 on a calloc'ed accumulator (fresh pages, so the timing includes first-touch page faults).
  * fedavg_warm:    the same loop on an accumulator allocated and touched once before the clock starts
  *                 (zeroed with memset inside the timing), as a combiner reusing its accumulator would.
- * fedavg_blocked: the algorithm of the wasm kernel (src/strategies/kernels/weighted-sum.ts): per block of
- *                 16384 floats, copy, check for NaN/Inf, write next = acc + w * x; swap when all passed.
+ * fedavg_batched: the algorithm of the wasm kernel (src/strategies/kernels/weighted-sum.ts): 4 updates
+ *                 per pass, next = acc + w0*x0 + ... + w3*x3 with every value checked; swap when clean.
  * fedavg_f32inc:  running mean in float, m += (w / W_k) * (x - m) (FEDn's increment_average), for the
  *                 Float64-sum-versus-running-mean choice.
  * median, trimmed (beta 0.1): the TypeScript algorithm (src/strategies/kernels/select.ts): blocks of 256
@@ -81,34 +81,31 @@ static void fedavg_warm(float **x, int n, long d, float *out) {
   for (long i = 0; i < d; i++) out[i] = (float)(acc[i] * s);
 }
 
-#define BLOCK 16384
-static int bad_block(const float *p, long n) {
-  const uint32_t *u = (const uint32_t *)p;
-  uint32_t b = 0;
-  for (long i = 0; i < n; i++) b |= (u[i] & 0x7f800000u) == 0x7f800000u;
-  return b != 0;
-}
-
-static void fedavg_blocked(float **x, int n, long d, float *out) {
+/* The wasm kernel's algorithm: up to 4 updates per pass, dst = src + w0*x0 + w1*x1 + ... per coordinate
+ * (in that order), every value checked (x - x != 0 for NaN/Inf), into the spare buffer; swap when clean. */
+#define BATCH 4
+static void fedavg_batched(float **x, int n, long d, float *out) {
   double *a = calloc(d, sizeof(double)), *b = calloc(d, sizeof(double));
-  float *stage = xalloc(BLOCK * sizeof(float));
   double total = 0;
-  for (int k = 0; k < n; k++) {
-    const double w = weight(k);
-    int ok = 1;
-    for (long start = 0; start < d && ok; start += BLOCK) {
-      long len = d - start < BLOCK ? d - start : BLOCK;
-      memcpy(stage, x[k] + start, len * sizeof(float));
-      if (bad_block(stage, len)) { ok = 0; break; }
-      double *dst = b + start;
-      const double *src = a + start;
-      for (long i = 0; i < len; i++) dst[i] = src[i] + w * (double)stage[i];
+  for (int k0 = 0; k0 < n; k0 += BATCH) {
+    int m = n - k0 < BATCH ? n - k0 : BATCH;
+    double w[BATCH];
+    for (int j = 0; j < m; j++) w[j] = weight(k0 + j);
+    int bad = 0;
+    for (long i = 0; i < d; i++) {
+      double s = a[i];
+      for (int j = 0; j < m; j++) {
+        float v = x[k0 + j][i];
+        bad |= (v - v) != 0;
+        s += w[j] * (double)v;
+      }
+      b[i] = s;
     }
-    if (ok) { double *t = a; a = b; b = t; total += w; }
+    if (!bad) { double *t = a; a = b; b = t; for (int j = 0; j < m; j++) total += w[j]; }
   }
   const double s = 1 / total;
   for (long i = 0; i < d; i++) out[i] = (float)(a[i] * s);
-  free(a); free(b); free(stage);
+  free(a); free(b);
 }
 
 static void fedavg_f32inc(float **x, int n, long d, float *out) {
@@ -214,7 +211,7 @@ int main(int argc, char **argv) {
   printf("{");
   timeit("fedavgNaive", fedavg_naive, x, n, d, out, reps, 0);
   timeit("fedavgWarm", fedavg_warm, x, n, d, out, reps, 0);
-  timeit("fedavgBlocked", fedavg_blocked, x, n, d, out, reps, 0);
+  timeit("fedavgBatched", fedavg_batched, x, n, d, out, reps, 0);
   timeit("fedavgF32Inc", fedavg_f32inc, x, n, d, out, reps, 0);
   timeit("median", median, x, n, d, out, mreps, 0);
   timeit("trimmedMean", trimmed, x, n, d, out, mreps, 1);

@@ -6,7 +6,7 @@
 // which makes hierarchical FedAvg equal flat FedAvg over the same clients (to Float32 rounding of the
 // combiner models).
 import { FedError } from '../errors.ts';
-import { createWeightedSum, type KernelKind, type WeightedSum } from './kernels/weighted-sum.ts';
+import { createWeightedSum, type DeferredRefusal, type KernelKind, type WeightedSum } from './kernels/weighted-sum.ts';
 import type { Accumulator, AggregationContext, AggregationStrategy } from './types.ts';
 import { checkShape, checkSize, checkWeight, nothingAdded } from './validate.ts';
 
@@ -23,12 +23,23 @@ export interface FedAvgOptions {
    * one per upload that can be in flight at the same time is enough.
    */
   stageSlots?: number;
+  /**
+   * Told about a staged update refused when its batch was folded (a NaN or an infinity; the sum,
+   * count and total weight exclude it exactly). `tag` is the update's position among this
+   * accumulator's add() calls since creation or reset(), from 0.
+   */
+  onRefused?: (refusal: DeferredRefusal) => void;
 }
 
 export class FedAvgAccumulator implements Accumulator {
   private readonly sum: WeightedSum;
   private n = 0;
   private total = 0;
+  private adds = 0;
+  /** Weights of the updates in the sum, by add() position: a deferred refusal recomputes the total from them. */
+  private readonly weights = new Map<number, number>();
+  /** Staged updates refused when their batch was folded (see FedAvgOptions.onRefused). */
+  readonly refused: DeferredRefusal[] = [];
 
   constructor(
     readonly size: number,
@@ -37,22 +48,38 @@ export class FedAvgAccumulator implements Accumulator {
   ) {
     checkSize(size);
     const o = typeof options === 'string' ? { kernel: options } : options;
-    this.sum = createWeightedSum(size, { kind: o.kernel, stageSlots: o.stageSlots });
+    this.sum = createWeightedSum(size, {
+      kind: o.kernel,
+      stageSlots: o.stageSlots,
+      onRefused: (r) => {
+        this.n--;
+        this.weights.delete(r.tag);
+        // re-summed in add order, so the total is exactly what it would be had the update been refused at once
+        this.total = 0;
+        for (const w of this.weights.values()) this.total += w;
+        this.refused.push(r);
+        o.onRefused?.(r);
+      },
+    });
   }
 
   /**
    * A buffer to write the next update into (e.g. decode model bytes straight into it); add() folds it
-   * in place instead of copying it. Needs `stageSlots` > slot at creation. Reusable after add() returns.
+   * where it is instead of copying it, in a batch with the next updates (a NaN in it is then reported
+   * through onRefused, not thrown by add). Needs `stageSlots` > slot at creation. Ask for the slot
+   * again before rewriting it (a slot still waiting for its batch is folded first).
    */
   stage(slot = 0): Float32Array {
     return this.sum.stage(slot);
   }
 
   get count(): number {
+    this.sum.flush();
     return this.n;
   }
 
   get totalWeight(): number {
+    this.sum.flush();
     return this.total;
   }
 
@@ -68,10 +95,21 @@ export class FedAvgAccumulator implements Accumulator {
     if (!(total <= MAX_TOTAL_WEIGHT)) {
       throw new FedError('bad-weight', `total weight would exceed 2^800 with weight ${weight}`, { weight, total: this.total });
     }
-    // refuses a non-finite update before any of it reaches the sum
-    this.sum.add(update, weight);
+    // counted first: the add may fold a batch whose refusals (onRefused) recount from these
+    const tag = this.adds++;
+    const before = this.total;
+    this.weights.set(tag, weight);
     this.n++;
     this.total = total;
+    try {
+      // refuses a non-finite update before any of it reaches the sum (a staged one: when its batch is folded)
+      this.sum.add(update, weight, tag);
+    } catch (e) {
+      this.weights.delete(tag);
+      this.n--;
+      this.total = before;
+      throw e;
+    }
   }
 
   /**
@@ -82,10 +120,14 @@ export class FedAvgAccumulator implements Accumulator {
     this.sum.reset();
     this.n = 0;
     this.total = 0;
+    this.adds = 0;
+    this.weights.clear();
+    this.refused.length = 0;
   }
 
   /** The weighted mean so far. Does not consume the accumulator: more adds and finishes may follow. */
   finish(): Float32Array {
+    this.sum.flush();
     if (this.n === 0) throw nothingAdded(this.label);
     return this.sum.scaled(1 / this.total);
   }

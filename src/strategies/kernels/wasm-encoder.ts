@@ -55,6 +55,7 @@ export const op = {
   ifF32: (): number[] => [0x04, 0x7d],
   elseBranch: (): number[] => [0x05],
   i32And: (): number[] => [0x71],
+  i32Or: (): number[] => [0x72],
   i32Eqz: (): number[] => [0x45],
   i32Add: (): number[] => [0x6a],
   i32LtS: (): number[] => [0x48],
