@@ -1,7 +1,7 @@
 // Streaming weighted FedAvg (McMahan et al. 2017): sum of weight * update in Float64, divided by the
-// total weight once, in finish(). Memory is O(parameters) whatever the number of updates: 16 bytes per
-// parameter with the wasm kernel (double-buffered Float64 sum, see kernels/weighted-sum.ts), 8 with the
-// JS fallback. The same accumulator serves both levels: at a combiner the weights are the clients'
+// total weight once, in finish(). Memory is O(parameters) whatever the number of updates: 32 bytes per
+// parameter with the wasm kernel (a double-buffered Float64 sum and four Float32 slots for updates
+// waiting to be folded together, see kernels/weighted-sum.ts), 8 with the JS fallback. The same accumulator serves both levels: at a combiner the weights are the clients'
 // num_examples; at the reducer the inputs are combiner models weighted by each combiner's totalWeight,
 // which makes hierarchical FedAvg equal flat FedAvg over the same clients (to Float32 rounding of the
 // combiner models).

@@ -4,7 +4,7 @@
 // Two implementations with one contract, so the fallback is always there and tests prove they agree bit
 // for bit:
 //   - 'wasm': WebAssembly SIMD emitted by ./wasm-encoder.ts (no wat2wasm or clang-for-wasm32 on our
-//     machines; the encoder is ~150 lines). One fused pass per update: check + widen + multiply + add.
+//     machines; the encoder is ~150 lines). One fused pass per batch of updates: check, widen, multiply, add.
 //   - 'js':   plain typed-array loops, a tenth of C's speed here (bench/aggregate.ts).
 //
 // Float64 sum, not a Float32 running mean (FEDn's increment_average): the bench measures both. In C the
