@@ -18,6 +18,7 @@ import { GrpcTransport } from '../src/transport/grpc.ts';
 import { WsTransport } from '../src/transport/ws.ts';
 import { InprocNetwork } from '../src/transport/inproc.ts';
 import { Link } from '../src/transport/link.ts';
+import { OFF_THREAD_MIN_BYTES, hashWorker } from '../src/transport/off-thread-hash.ts';
 import { InprocTransport } from '../src/transport/inproc.ts';
 import { createTransport, transportFor } from '../src/transport/registry.ts';
 import { CHUNK_BYTES, type FrameChannel, type Listener, type Transport, type TransportKind } from '../src/transport/types.ts';
@@ -658,6 +659,32 @@ for (const kind of kinds) {
       assert.unreachable('unknown blob fetched');
     } catch (e) {
       assert.ok(isFedError(e, 'not-found'), String(e));
+    }
+    p.a.close();
+    await p.listener.close();
+  });
+
+  test(`${kind} link: large blobs are verified off-thread: altered bytes are refused, concurrent fetches each verify`, async () => {
+    const sizes = [OFF_THREAD_MIN_BYTES, 3 * CHUNK_BYTES + 7, 9 * CHUNK_BYTES + 1];
+    const blobs = sizes.map((n) => randomBlob(n));
+    const sb = side();
+    for (const b of blobs) sb.blobs.set(sha256(b), b);
+    // a holder that lies: the bytes it serves under this hash had one byte flipped in the last chunk
+    const honest = randomBlob(6 * CHUNK_BYTES);
+    const lie = honest.slice();
+    lie[lie.length - 2]! ^= 1;
+    sb.blobs.set(sha256(honest), lie);
+    const p = await linkPair(kind, { sb });
+    const got = await within(30_000, Promise.all(blobs.map((b) => p.a.fetchBlob(sha256(b)))), 'concurrent fetches');
+    got.forEach((g, i) => assert.ok(Buffer.from(g).equals(blobs[i]!), `blob ${i} arrived intact`));
+    // the off-thread path hands over the shared buffer it hashed (no copy), the inline path its own
+    assert.is(got[0]!.buffer instanceof SharedArrayBuffer, hashWorker() !== null);
+    assert.not.ok(got[1]!.buffer instanceof SharedArrayBuffer, "a blob under the threshold is hashed inline");
+    try {
+      await within(30_000, p.a.fetchBlob(sha256(honest)), 'lying fetch');
+      assert.unreachable('altered blob accepted');
+    } catch (e) {
+      assert.ok(isFedError(e, 'hash-mismatch'), String(e));
     }
     p.a.close();
     await p.listener.close();

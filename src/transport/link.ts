@@ -10,6 +10,7 @@ import * as nodeCrypto from 'node:crypto';
 import { createHash, type Hash } from 'node:crypto';
 import { validateEnvelope } from '../protocol/codec.ts';
 import type { BlobChunk, BlobRequest, Envelope, Frame, LinkHello } from '../protocol/generated.ts';
+import { OFF_THREAD_MIN_BYTES, hashWorker, type HashWorker } from './off-thread-hash.ts';
 import { CHUNK_BYTES, type BlobSource, type FrameChannel, type PeerIdentity } from './types.ts';
 
 export const PROTOCOL_VERSION = 1;
@@ -73,6 +74,8 @@ interface Incoming {
    * at the first chunk of a blob in several (a blob in one chunk is hashed in one shot).
    */
   digest?: Hash;
+  /** Instead of `digest`, for a large blob: the worker job hashing `buffer` (shared memory) as it fills. */
+  offThread?: { worker: HashWorker; job: number };
   maxBytes: number;
   buffer?: Uint8Array;
   received: number;
@@ -194,7 +197,10 @@ export class Link {
     this.closed = true;
     this.closeError = error;
     this.settleHello(error);
-    for (const s of this.incoming.values()) s.reject(new FedError('closed', `blob ${s.hash.slice(0, 12)} not received: ${error.message}`));
+    for (const s of this.incoming.values()) {
+      s.offThread?.worker.drop(s.offThread.job);
+      s.reject(new FedError('closed', `blob ${s.hash.slice(0, 12)} not received: ${error.message}`));
+    }
     this.incoming.clear();
     this.outgoing.clear();
     this.control.length = 0;
@@ -403,8 +409,22 @@ export class Link {
 
   private failIncoming(c: BlobChunk, s: Incoming, error: FedError): void {
     this.incoming.delete(c.streamId);
+    s.offThread?.worker.drop(s.offThread.job);
     if (!c.last) this.enqueue({ kind: 'blobCancel', blobCancel: { streamId: c.streamId, reason: error.message } });
     s.reject(error);
+  }
+
+  /** A large blob is gathered in shared memory so a worker can hash it while the rest arrives. */
+  private receiveBuffer(s: Incoming, c: BlobChunk): Uint8Array {
+    const worker = c.total >= OFF_THREAD_MIN_BYTES && !c.last ? hashWorker() : null;
+    if (!worker) return new Uint8Array(c.total);
+    s.offThread = { worker, job: worker.begin() };
+    return new Uint8Array(new SharedArrayBuffer(c.total));
+  }
+
+  private verified(s: Incoming, bytes: Uint8Array, actual: string): void {
+    if (actual !== s.hash) return s.reject(new FedError('hash-mismatch', `blob ${s.hash.slice(0, 12)} arrived as ${actual.slice(0, 12)}`));
+    s.resolve(bytes);
   }
 
   private onBlobChunk(c: BlobChunk): void {
@@ -418,24 +438,33 @@ export class Link {
       if (c.total > s.maxBytes) {
         return this.failIncoming(c, s, new FedError('oversized', `blob of ${c.total} bytes exceeds the limit of ${s.maxBytes}`));
       }
-      s.buffer = new Uint8Array(c.total);
+      s.buffer = this.receiveBuffer(s, c);
     }
     if (c.offset !== s.received || c.total !== s.buffer.byteLength || c.offset + c.data.byteLength > c.total) {
       return this.failIncoming(c, s, new FedError('malformed', `blob chunk at ${c.offset} (+${c.data.byteLength}) does not continue ${s.received}/${s.buffer.byteLength}`));
     }
     s.buffer.set(c.data, c.offset);
     const whole = c.last && c.offset === 0;
-    if (!whole) (s.digest ??= createHash('sha256')).update(c.data);
+    if (s.offThread) s.offThread.worker.update(s.offThread.job, s.buffer.buffer as SharedArrayBuffer, c.offset, c.data.byteLength);
+    else if (!whole) (s.digest ??= createHash('sha256')).update(c.data);
     s.received += c.data.byteLength;
     this.stats.bytesIn += c.data.byteLength;
     if (c.last) {
       this.incoming.delete(c.streamId);
       if (s.received !== s.buffer.byteLength) {
+        s.offThread?.worker.drop(s.offThread.job);
         return s.reject(new FedError('malformed', `blob ended at ${s.received} of ${s.buffer.byteLength} bytes`));
       }
-      const actual = whole ? sha256Hex(s.buffer) : s.digest!.digest('hex');
-      if (actual !== s.hash) return s.reject(new FedError('hash-mismatch', `blob ${s.hash.slice(0, 12)} arrived as ${actual.slice(0, 12)}`));
-      return s.resolve(s.buffer);
+      if (s.offThread) {
+        const bytes = s.buffer;
+        // a worker that died mid-blob costs a second pass here, never a wrong answer
+        s.offThread.worker.digest(s.offThread.job).then(
+          (actual) => this.verified(s, bytes, actual),
+          () => this.verified(s, bytes, sha256Hex(bytes)),
+        );
+        return;
+      }
+      return this.verified(s, s.buffer, whole ? sha256Hex(s.buffer) : s.digest!.digest('hex'));
     }
     if (++s.sinceCredit >= Math.max(1, this.window >> 1)) {
       this.enqueue({ kind: 'blobCredit', blobCredit: { streamId: c.streamId, chunks: s.sinceCredit } });
