@@ -419,7 +419,9 @@ export class Link {
     const worker = c.total >= OFF_THREAD_MIN_BYTES && !c.last ? hashWorker() : null;
     if (!worker) return new Uint8Array(c.total);
     s.offThread = { worker, job: worker.begin() };
-    return new Uint8Array(new SharedArrayBuffer(c.total));
+    const buffer = new SharedArrayBuffer(c.total);
+    worker.prefault(buffer);
+    return new Uint8Array(buffer);
   }
 
   private verified(s: Incoming, bytes: Uint8Array, actual: string): void {
