@@ -253,6 +253,14 @@ test('zero-copy stage slots: same bits as the copy path, exact refusal, reusable
     expectCode('config', () => acc.stage(1));
     expectCode('config', () => new FedAvgAccumulator(4, { kernel, stageSlots: -1 }));
   }
+  // adding a slot again while its update still waits would fold whatever was written over it: refused
+  const waits = new FedAvgAccumulator(8, { kernel: 'wasm', stageSlots: 1 });
+  const s0 = waits.stage(0).fill(2);
+  waits.add(s0, 1);
+  expectCode('config', () => waits.add(s0, 1));
+  waits.stage(0).fill(4);
+  waits.add(waits.stage(0), 1);
+  assert.equal(waits.finish(), new Float32Array(8).fill(3));
   // a view that merely shares the kernel's memory but is not a slot goes through the copy path
   const acc = new FedAvgAccumulator(8, { kernel: 'wasm', stageSlots: 2 });
   const inner = new Float32Array(acc.stage(1).buffer, acc.stage(1).byteOffset + 4, 8).fill(3);

@@ -53,10 +53,7 @@ export class FedAvgAccumulator implements Accumulator {
       stageSlots: o.stageSlots,
       onRefused: (r) => {
         this.n--;
-        this.weights.delete(r.tag);
-        // re-summed in add order, so the total is exactly what it would be had the update been refused at once
-        this.total = 0;
-        for (const w of this.weights.values()) this.total += w;
+        this.forget(r.tag);
         this.refused.push(r);
         o.onRefused?.(r);
       },
@@ -97,7 +94,7 @@ export class FedAvgAccumulator implements Accumulator {
     }
     // counted first: the add may fold a batch whose refusals (onRefused) recount from these
     const tag = this.adds++;
-    const before = this.total;
+    const before = { total: this.total, refused: this.refused.length };
     this.weights.set(tag, weight);
     this.n++;
     this.total = total;
@@ -105,11 +102,21 @@ export class FedAvgAccumulator implements Accumulator {
       // refuses a non-finite update before any of it reaches the sum (a staged one: when its batch is folded)
       this.sum.add(update, weight, tag);
     } catch (e) {
-      this.weights.delete(tag);
       this.n--;
-      this.total = before;
+      // the add may have folded a batch and refused an earlier staged update before refusing this one
+      if (this.refused.length === before.refused) {
+        this.weights.delete(tag);
+        this.total = before.total;
+      } else this.forget(tag);
       throw e;
     }
+  }
+
+  /** Drops a refused update's weight; re-summed in add order, so the total is exactly what it would be had the update never been added. */
+  private forget(tag: number): void {
+    this.weights.delete(tag);
+    this.total = 0;
+    for (const w of this.weights.values()) this.total += w;
   }
 
   /**

@@ -97,6 +97,7 @@ export const op = {
   f32x4Sub: (): number[] => simd(0xe5),
   f64x2PromoteLowF32x4: (): number[] => simd(0x5f),
   f64x2Add: (): number[] => simd(0xf0),
+  f64x2Sub: (): number[] => simd(0xf1),
   f64x2Mul: (): number[] => simd(0xf2),
 };
 
