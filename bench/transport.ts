@@ -14,6 +14,9 @@
 // over the bare FrameChannel (no Link, no hash: what the transport itself costs), and "raw+sha256"
 // is the bare stream hashing each message as it arrives (what verifying alone costs: the ceiling for
 // a transfer on that library verified on the receiving thread).
+// "link reused" is the Link fetch into one buffer reused across pulls (fetchBlob's `into`, as a consumer
+// that recycles its receive memory would), which skips mapping in 128 MiB of fresh pages per pull.
+// "cores busy" is the CPU time of both processes (all threads) over the wall time of a pull.
 // Each round runs every path once, interleaved; the table shows the median and best round, and a
 // ratio is the median over rounds of the two paths' rates within the round (steadier than a ratio
 // of medians when the machine is shared).
@@ -152,6 +155,13 @@ async function runHolder(mb: number): Promise<void> {
     wsChannel: await serveChannel(new WsTransport(), blob),
   };
   process.send?.({ hash, bytes: blob.byteLength, endpoints } satisfies Hello);
+  // CPU time the holder spent so far (all its threads), asked for between timed pulls
+  process.on('message', (m) => {
+    if (m === 'cpu') {
+      const u = process.cpuUsage();
+      process.send?.({ cpuMs: (u.user + u.system) / 1000 });
+    }
+  });
   process.on('disconnect', () => process.exit(0));
 }
 
@@ -227,7 +237,20 @@ async function rawWsPuller(url: string, bytes: number, verify?: string): Promise
   return { pull, close: () => ws.close() };
 }
 
-async function linkPuller(transport: Transport, endpoint: string, hash: string, bytes: number, window?: number): Promise<{ pull: Pull; close: () => void }> {
+/** One shared receive buffer, reused by every pull of a "link reused" path (fetchBlob's `into`). */
+const reusable = (bytes: number): ((total: number) => Uint8Array) => {
+  const buffer = new Uint8Array(new SharedArrayBuffer(bytes));
+  return (total) => (total === bytes ? buffer : new Uint8Array(total));
+};
+
+async function linkPuller(
+  transport: Transport,
+  endpoint: string,
+  hash: string,
+  bytes: number,
+  window?: number,
+  into?: (total: number) => Uint8Array,
+): Promise<{ pull: Pull; close: () => void }> {
   const channel: FrameChannel = await transport.dial(endpoint);
   const link = await new Link(channel, {
     node: 'fetcher',
@@ -237,7 +260,7 @@ async function linkPuller(transport: Transport, endpoint: string, hash: string, 
     ...(window ? { window } : {}),
   }).start();
   const pull: Pull = async () => {
-    const got = await link.fetchBlob(hash); // resolves only after the sha256 matched
+    const got = await link.fetchBlob(hash, { into }); // resolves only after the sha256 matched
     if (got.byteLength !== bytes) throw new Error(`fetched ${got.byteLength} of ${bytes} bytes`);
   };
   return { pull, close: () => link.close() };
@@ -292,21 +315,41 @@ async function main(): Promise<void> {
       'grpc raw': await rawGrpcPuller(endpoints.rawGrpc, bytes),
       'grpc raw+sha256': await rawGrpcPuller(endpoints.rawGrpc, bytes, hash),
       'grpc link': await linkPuller(new GrpcTransport(), endpoints.grpc, hash, bytes, flags.window),
+      'grpc link reused': await linkPuller(new GrpcTransport(), endpoints.grpc, hash, bytes, flags.window, reusable(bytes)),
       'grpc channel': await channelPuller(new GrpcTransport(), endpoints.grpcChannel, bytes),
       'ws raw': await rawWsPuller(endpoints.rawWs, bytes),
       'ws raw+sha256': await rawWsPuller(endpoints.rawWs, bytes, hash),
       'ws link': await linkPuller(new WsTransport(), endpoints.ws, hash, bytes, flags.window),
+      'ws link reused': await linkPuller(new WsTransport(), endpoints.ws, hash, bytes, flags.window, reusable(bytes)),
       'ws channel': await channelPuller(new WsTransport(), endpoints.wsChannel, bytes),
     };
     type Name = keyof typeof paths;
     const names = (Object.keys(paths) as Name[]).filter((n) => flags.only === 'all' || n.startsWith(flags.only));
     const rates = Object.fromEntries(names.map((n) => [n, [] as number[]])) as Record<Name, number[]>;
+    // cores busy during a pull: CPU time of both processes (every thread, the hash worker included)
+    // over wall time; near 2 on this 2-core machine means the path is CPU-bound, not waiting.
+    const cores = Object.fromEntries(names.map((n) => [n, [] as number[]])) as Record<Name, number[]>;
+    const holderCpuMs = (): Promise<number> =>
+      new Promise((resolve) => {
+        holder.once('message', (m) => resolve((m as { cpuMs: number }).cpuMs));
+        holder.send('cpu');
+      });
+    const ownCpuMs = (): number => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1000;
+    };
     for (const name of names) await paths[name].pull(); // warm-up: connections, JIT, buffers
     for (let r = 0; r < flags.rounds; r++) {
       for (const name of names) {
+        const h0 = await holderCpuMs();
+        const c0 = ownCpuMs();
         const t0 = performance.now();
         await paths[name].pull();
-        rates[name].push(bytes / MiB / ((performance.now() - t0) / 1000));
+        const ms = performance.now() - t0;
+        const c1 = ownCpuMs();
+        const h1 = await holderCpuMs();
+        rates[name].push(bytes / MiB / (ms / 1000));
+        cores[name].push((c1 - c0 + h1 - h0) / ms);
       }
     }
     for (const p of Object.values(paths)) p.close();
@@ -334,6 +377,9 @@ async function main(): Promise<void> {
       wsVerifyFloorRatio: ratio('ws raw+sha256', 'ws raw'),
       grpcLinkVsVerifiedRaw: ratio('grpc link', 'grpc raw+sha256'),
       wsLinkVsVerifiedRaw: ratio('ws link', 'ws raw+sha256'),
+      grpcReusedRatio: ratio('grpc link reused', 'grpc raw'),
+      wsReusedRatio: ratio('ws link reused', 'ws raw'),
+      coresBusy: Object.fromEntries(names.map((n) => [n, Math.round(median(cores[n] ?? []) * 100) / 100])),
       blobMiB: flags.mb,
       rounds: flags.rounds,
       measure: 'Link.fetchBlob incl. sha256 verify, holder in a second process, vs bare library stream of the same 1 MiB chunks',
@@ -343,13 +389,21 @@ async function main(): Promise<void> {
     console.log(`\nModel transfer: ${flags.mb} MiB blob, ${flags.rounds} rounds, holder in a second process (ws masking: ${result.wsMasking})\n`);
     console.log(
       markdownTable(
-        ['path', 'MiB/s (median)', 'MiB/s (best)', 'ratio to raw library (median of per-round ratios)'],
-        names.map((n) => [n, Math.round(med(n)), Math.round(best(n)), n === rawOf(n) ? '1.00 (reference)' : ratio(n, rawOf(n)).toFixed(2)]),
+        ['path', 'MiB/s (median)', 'MiB/s (best)', 'ratio to raw library (median of per-round ratios)', 'cores busy (median)'],
+        names.map((n) => [
+          n,
+          Math.round(med(n)),
+          Math.round(best(n)),
+          n === rawOf(n) ? '1.00 (reference)' : ratio(n, rawOf(n)).toFixed(2),
+          median(cores[n] ?? []).toFixed(2),
+        ]),
       ),
     );
     console.log('\nlink = Link.fetchBlob with sha256 verification (the measure); channel = the same chunk frames over the');
     console.log('bare FrameChannel, no Link and no hash (what the transport itself costs); raw+sha256 = the bare library');
-    console.log('stream hashing each message as it arrives (what verifying on the receiving thread alone costs).');
+    console.log('stream hashing each message as it arrives (what verifying on the receiving thread alone costs);');
+    console.log('link reused = the same Link fetch into one reused buffer (fetchBlob `into`: no fresh pages to fault in).');
+    console.log('cores busy = CPU time of both processes, all threads, over wall time (this machine has 2 cores).');
     console.log(`\ntarget: ratio >= 0.8 for both -> grpc ${result.grpcRatio >= 0.8 ? 'met' : 'MISSED'}, ws ${result.wsRatio >= 0.8 ? 'met' : 'MISSED'}`);
     emitJson(result);
   } finally {

@@ -77,6 +77,7 @@ interface Incoming {
   /** Instead of `digest`, for a large blob: the worker job hashing `buffer` (shared memory) as it fills. */
   offThread?: { worker: HashWorker; job: number };
   maxBytes: number;
+  into?: (total: number) => Uint8Array | undefined;
   buffer?: Uint8Array;
   received: number;
   sinceCredit: number;
@@ -175,13 +176,25 @@ export class Link {
   /**
    * Pulls a blob the peer holds; resolves only with bytes whose sha256 equals `hash`. `maxBytes`
    * bounds what the peer may announce (a combiner knows an update's exact encoded size), so a peer
-   * cannot make this node allocate more than it expects.
+   * cannot make this node allocate more than it expects. `into` lets a caller that reuses its memory
+   * receive into a buffer of its own: it is asked once, with the announced size, and may return a
+   * buffer of exactly that many bytes (or undefined for a new one). Reused memory skips the page
+   * faults of a fresh allocation; a SharedArrayBuffer-backed one is also hashed off-thread. If the
+   * fetch fails, what that buffer holds is unspecified.
    */
-  fetchBlob(hash: string, opts: { maxBytes?: number } = {}): Promise<Uint8Array> {
+  fetchBlob(hash: string, opts: { maxBytes?: number; into?: (total: number) => Uint8Array | undefined } = {}): Promise<Uint8Array> {
     if (this.closed) return Promise.reject(this.closeError ?? new FedError('closed', 'link closed'));
     const streamId = this.nextStream++;
     return new Promise((resolve, reject) => {
-      this.incoming.set(streamId, { hash, maxBytes: Math.min(opts.maxBytes ?? Infinity, this.maxBlobBytes), received: 0, sinceCredit: 0, resolve, reject });
+      this.incoming.set(streamId, {
+        hash,
+        maxBytes: Math.min(opts.maxBytes ?? Infinity, this.maxBlobBytes),
+        into: opts.into,
+        received: 0,
+        sinceCredit: 0,
+        resolve,
+        reject,
+      });
       this.enqueue({ kind: 'blobRequest', blobRequest: { streamId, hash, window: this.window } });
     });
   }
@@ -416,7 +429,15 @@ export class Link {
 
   /** A large blob is gathered in shared memory so a worker can hash it while the rest arrives. */
   private receiveBuffer(s: Incoming, c: BlobChunk): Uint8Array {
+    const given = s.into?.(c.total);
+    if (given && given.byteLength !== c.total) {
+      throw new FedError('config', `fetchBlob's into() returned ${given.byteLength} bytes for a blob of ${c.total}`);
+    }
     const worker = c.total >= OFF_THREAD_MIN_BYTES && !c.last ? hashWorker() : null;
+    if (given) {
+      if (worker && given.buffer instanceof SharedArrayBuffer) s.offThread = { worker, job: worker.begin() };
+      return given;
+    }
     if (!worker) return new Uint8Array(c.total);
     s.offThread = { worker, job: worker.begin() };
     const buffer = new SharedArrayBuffer(c.total);
@@ -440,14 +461,18 @@ export class Link {
       if (c.total > s.maxBytes) {
         return this.failIncoming(c, s, new FedError('oversized', `blob of ${c.total} bytes exceeds the limit of ${s.maxBytes}`));
       }
-      s.buffer = this.receiveBuffer(s, c);
+      try {
+        s.buffer = this.receiveBuffer(s, c);
+      } catch (e) {
+        return this.failIncoming(c, s, e instanceof FedError ? e : new FedError('internal', errorMessage(e)));
+      }
     }
     if (c.offset !== s.received || c.total !== s.buffer.byteLength || c.offset + c.data.byteLength > c.total) {
       return this.failIncoming(c, s, new FedError('malformed', `blob chunk at ${c.offset} (+${c.data.byteLength}) does not continue ${s.received}/${s.buffer.byteLength}`));
     }
     s.buffer.set(c.data, c.offset);
     const whole = c.last && c.offset === 0;
-    if (s.offThread) s.offThread.worker.update(s.offThread.job, s.buffer.buffer as SharedArrayBuffer, c.offset, c.data.byteLength);
+    if (s.offThread) s.offThread.worker.update(s.offThread.job, s.buffer.buffer as SharedArrayBuffer, s.buffer.byteOffset + c.offset, c.data.byteLength);
     else if (!whole) (s.digest ??= createHash('sha256')).update(c.data);
     s.received += c.data.byteLength;
     this.stats.bytesIn += c.data.byteLength;
