@@ -675,19 +675,56 @@ for (const kind of kinds) {
     lie[lie.length - 2]! ^= 1;
     sb.blobs.set(sha256(honest), lie);
     const p = await linkPair(kind, { sb });
-    const got = await within(30_000, Promise.all(blobs.map((b) => p.a.fetchBlob(sha256(b)))), 'concurrent fetches');
-    got.forEach((g, i) => assert.ok(Buffer.from(g).equals(blobs[i]!), `blob ${i} arrived intact`));
-    // the off-thread path hands over the shared buffer it hashed (no copy), the inline path its own
-    assert.is(got[0]!.buffer instanceof SharedArrayBuffer, hashWorker() !== null);
-    assert.not.ok(got[1]!.buffer instanceof SharedArrayBuffer, "a blob under the threshold is hashed inline");
     try {
-      await within(30_000, p.a.fetchBlob(sha256(honest)), 'lying fetch');
-      assert.unreachable('altered blob accepted');
-    } catch (e) {
-      assert.ok(isFedError(e, 'hash-mismatch'), String(e));
+      const got = await within(30_000, Promise.all(blobs.map((b) => p.a.fetchBlob(sha256(b)))), 'concurrent fetches');
+      got.forEach((g, i) => assert.ok(Buffer.from(g).equals(blobs[i]!), `blob ${i} arrived intact`));
+      // the off-thread path hands over the shared buffer it hashed (no copy), the inline path its own
+      assert.is(got[0]!.buffer instanceof SharedArrayBuffer, hashWorker() !== null);
+      assert.not.ok(got[1]!.buffer instanceof SharedArrayBuffer, "a blob under the threshold is hashed inline");
+      try {
+        await within(30_000, p.a.fetchBlob(sha256(honest)), 'lying fetch');
+        assert.unreachable('altered blob accepted');
+      } catch (e) {
+        assert.ok(isFedError(e, 'hash-mismatch'), String(e));
+      }
+    } finally {
+      // closed even when an assertion fails, so a failing test cannot hang the file
+      p.a.close();
+      await p.listener.close();
     }
-    p.a.close();
-    await p.listener.close();
+  });
+
+  test(`${kind} link: fetchBlob into a caller's buffer: reused across fetches, verified, wrong sizes refused`, async () => {
+    const blob = randomBlob(OFF_THREAD_MIN_BYTES + 3);
+    const other = randomBlob(OFF_THREAD_MIN_BYTES + 3);
+    const sb = side();
+    sb.blobs.set(sha256(blob), blob);
+    sb.blobs.set(sha256(other), other);
+    const p = await linkPair(kind, { sb });
+    try {
+      for (const backing of [new SharedArrayBuffer(blob.byteLength + 16), new ArrayBuffer(blob.byteLength + 16)]) {
+        const mine = new Uint8Array(backing, 16, blob.byteLength); // an offset view: the hash must start at its first byte
+        const asked: number[] = [];
+        const into = (total: number): Uint8Array => (asked.push(total), mine);
+        const a = await within(30_000, p.a.fetchBlob(sha256(blob), { into }), 'fetch into');
+        assert.ok(a === mine && Buffer.from(mine).equals(blob));
+        const b = await within(30_000, p.a.fetchBlob(sha256(other), { into }), 'fetch into again');
+        assert.ok(b === mine && Buffer.from(mine).equals(other), 'the same buffer, now holding the second blob');
+        assert.equal(asked, [blob.byteLength, blob.byteLength]);
+      }
+      try {
+        await within(30_000, p.a.fetchBlob(sha256(blob), { into: () => new Uint8Array(8) }), 'wrong size');
+        assert.unreachable('a buffer of the wrong size was written');
+      } catch (e) {
+        assert.ok(isFedError(e, 'config'), String(e));
+      }
+      // the link is still usable after the refusal
+      assert.ok(Buffer.from(await within(30_000, p.a.fetchBlob(sha256(blob)), 'plain fetch')).equals(blob));
+    } finally {
+      // closed even when an assertion fails, so a failing test cannot hang the file
+      p.a.close();
+      await p.listener.close();
+    }
   });
 
   test(`${kind} link: a slow consumer keeps the holder within its credit window`, async () => {
