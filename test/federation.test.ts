@@ -30,6 +30,34 @@ test('in-process federation: 2 combiners, 5 clients, hierarchical FedAvg gives t
     for (let j = 0; j < SIZE; j++) assert.ok(Math.abs(global.data[j]! - expected[j]!) < 1e-4, `coordinate ${j}: ${global.data[j]} vs ${expected[j]}`);
     const verified = await verifyTrail(fed.reducer.store);
     assert.equal(verified, { ok: true, entries: 3 });
+    // every update was received straight into a stage slot of the FedAvg kernel and folded there
+    const stats = fed.combiners.map((c) => c.stats);
+    assert.is(stats.reduce((n, s) => n + s.updatesInPlace, 0), 10, JSON.stringify(stats));
+    assert.is(stats.reduce((n, s) => n + s.updatesCopied, 0), 0);
+  } finally {
+    await fed.close();
+  }
+});
+
+test('20 clients on one combiner: updates land in stage slots (8, reused), the rest are copied; the mean is exact', async () => {
+  // integer values and weights: every partial sum is exact in Float64, so the result cannot depend on
+  // the order in which updates arrive or are batched, and must equal the weighted mean bit for bit
+  const n = 20;
+  const ts = Array.from({ length: n }, (_, k) => Float32Array.from({ length: SIZE }, (_, j) => (k * 7 + j) % 50));
+  const ws = ts.map((_, k) => 1 + k);
+  const fed = await startFederation({ combiners: 1, clients: ts.map((t, k) => toyTask({ target: t, numExamples: ws[k]! })), strict: true });
+  try {
+    await fed.ready();
+    await fed.reducer.seed({ layout: toyLayout(SIZE), data: new Float32Array(SIZE) });
+    fed.reducer.start({ sessionId: 'slots', rounds: 2, roundTimeoutMs: 20_000 });
+    const summary = await fed.reducer.finished();
+    assert.is(summary.status, 'done', summary.failure);
+    for (const r of summary.rounds) assert.is(r.updates, n);
+    const global = await fed.reducer.globalModel();
+    assert.equal(global.data, weightedMean(ts, ws));
+    const { updatesInPlace, updatesCopied } = fed.combiners[0]!.stats;
+    assert.is(updatesInPlace + updatesCopied, 2 * n);
+    assert.ok(updatesInPlace >= 8, `updates received in place: ${updatesInPlace}`);
   } finally {
     await fed.close();
   }

@@ -5,6 +5,7 @@ import { FedAvgAccumulator, createFedAvg, weightedMean } from '../src/strategies
 import { createWeightedSum, wasmAvailable, type KernelKind } from '../src/strategies/kernels/weighted-sum.ts';
 import { isFedError, type ErrorCode } from '../src/errors.ts';
 import { tryAdd } from '../src/strategies/index.ts';
+import { decodeModel, encodeModel } from '../src/model/codec.ts';
 import { expectCode } from './helpers/expect-code.ts';
 
 const kernels: KernelKind[] = ['wasm', 'js'];
@@ -307,6 +308,26 @@ test('batched staged folds: mixed staged, copied and non-finite updates give the
     }),
     { numRuns: 300 },
   );
+});
+
+test('stageBytes: a whole encoded model received into it decodes to the slot itself, folded without a copy', () => {
+  const layout = [{ name: 'w', shape: [3, 7] }];
+  for (const kernel of kernels) {
+    const models = [1, 2, 3].map((k) => encodeModel({ layout, data: Float32Array.from({ length: 21 }, (_, i) => k * i) }));
+    const prefix = models[0]!.byteLength - 21 * 4;
+    const acc = new FedAvgAccumulator(21, { kernel, stageSlots: 2, stageHeadroom: prefix });
+    models.forEach((bytes, k) => {
+      const into = acc.stageBytes(k % 2, prefix);
+      assert.is(into.byteLength, bytes.byteLength);
+      into.set(bytes);
+      const p = decodeModel(into);
+      assert.ok(p.data.buffer === acc.stage(k % 2).buffer && p.data.byteOffset === acc.stage(k % 2).byteOffset, `${kernel}: the data is the slot`);
+      acc.add(p.data, 1);
+    });
+    assert.equal(acc.finish(), Float32Array.from({ length: 21 }, (_, i) => 2 * i), kernel);
+    expectCode('config', () => acc.stageBytes(0, prefix + 64));
+    expectCode('config', () => new FedAvgAccumulator(4, { kernel, stageSlots: 1, stageHeadroom: -1 }));
+  }
 });
 
 test('finish before any add is a typed error; finish does not consume', () => {

@@ -38,21 +38,65 @@ export interface CombinerHandle {
   address: string;
   endpoint: string;
   actor: ActorRefFrom<typeof combinerMachine>;
+  /** Updates decoded where they were received, in a stage slot (no copy), and the others. */
+  stats: { updatesInPlace: number; updatesCopied: number };
   stop(): Promise<void>;
 }
 
 export const layoutKey = (layout: Layout): string => JSON.stringify(layout);
 
+/** An accumulator, which of its stage slots are receiving an update right now, and where to look next. */
+interface Aggregation {
+  acc: Accumulator;
+  busy: boolean[];
+  next: number;
+}
+
+/**
+ * Stage slots per round: up to 8 (as many as the FedAvg kernel folds per pass; taken in turn, so
+ * updates received one after another are folded 8 at a time), within 256 MiB. Uploads beyond that
+ * arrive into buffers of their own and are copied in.
+ */
+const stageSlotsFor = (slotBytes: number): number => Math.max(1, Math.min(8, Math.floor(256 * 2 ** 20 / slotBytes)));
+
+/**
+ * A free stage slot to receive an update of `expected` encoded bytes into, or undefined (no slots, all
+ * receiving, or a strategy without them). `into` answers the link with the slot's bytes when the
+ * announced size is the expected one.
+ */
+function takeSlot(
+  agg: Aggregation | undefined,
+  expected: number,
+): { into: (total: number) => Uint8Array | undefined; holds: (data: Float32Array) => boolean; release: () => void } | undefined {
+  if (!agg?.acc.stageBytes) return undefined;
+  const n = agg.busy.length;
+  let i = -1;
+  for (let k = 0; k < n && i < 0; k++) if (!agg.busy[(agg.next + k) % n]) i = (agg.next + k) % n;
+  if (i < 0) return undefined;
+  agg.busy[i] = true;
+  agg.next = (i + 1) % n;
+  const { acc } = agg;
+  const view = acc.stage!(i);
+  return {
+    into: (total) => (total === expected ? acc.stageBytes!(i, expected - view.byteLength) : undefined),
+    holds: (data) => data.buffer === view.buffer && data.byteOffset === view.byteOffset,
+    release: () => {
+      agg.busy[i] = false;
+    },
+  };
+}
+
 export async function startCombiner(opts: CombinerOptions): Promise<CombinerHandle> {
   const { node } = opts;
   const address = `combiner/${opts.name}`;
   const reducer = opts.reducer ?? 'reducer/main';
-  const accumulators = new Map<string, { acc: Accumulator }>();
+  const accumulators = new Map<string, Aggregation>();
   // The round's global model: its layout shapes the combiner model, its values are the base that
   // delta-based strategies (DP-FedAvg) measure updates against.
   let staged: { modelId: string; layout: Layout; data: Float32Array; bytes: number } | undefined;
   const keyOf = (p: { sessionId: string; round: number }): string => `${p.sessionId}#${p.round}`;
   let lastOutput: string | undefined;
+  const stats = { updatesInPlace: 0, updatesCopied: 0 };
 
   const logic = combinerMachine.provide({
     actors: {
@@ -83,16 +127,28 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
           };
           // An update of the round's layout encodes to exactly the global model's size; a client that
           // announces more is refused before anything is allocated.
-          node.fetchBlob(req.client, req.updateId, { maxBytes: staged?.bytes, remoteOnly: true }).then(
+          const expected = staged?.bytes;
+          const slot = expected === undefined ? undefined : takeSlot(accumulators.get(keyOf(req)), expected);
+          node.fetchBlob(req.client, req.updateId, { maxBytes: expected, remoteOnly: true, into: slot?.into }).then(
             (bytes) => {
               try {
                 const p = decodeModel(bytes);
+                if (slot?.holds(p.data)) stats.updatesInPlace++;
+                else stats.updatesCopied++;
                 reply({ ok: true, data: p.data, layoutKey: layoutKey(p.layout) });
               } catch {
                 reply({ ok: false, reason: 'wrong-shape' });
+              } finally {
+                // The machine handled the reply before sendBack returned (an actor processes an event sent
+                // from outside a transition at once): the update is folded, waiting in its batch (the
+                // slot's next stageBytes() folds it first), or refused. Either way the slot is free.
+                slot?.release();
               }
             },
-            (e) => reply({ ok: false, reason: e instanceof FedError && e.code === 'hash-mismatch' ? 'hash-mismatch' : e instanceof FedError && e.code === 'oversized' ? 'wrong-shape' : 'fetch-failed' }),
+            (e) => {
+              slot?.release();
+              reply({ ok: false, reason: e instanceof FedError && e.code === 'hash-mismatch' ? 'hash-mismatch' : e instanceof FedError && e.code === 'oversized' ? 'wrong-shape' : 'fetch-failed' });
+            },
           );
         });
         return () => {
@@ -102,7 +158,12 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
     },
     actions: {
       beginAggregation: (_, p: AggregationBegin) => {
-        accumulators.set(keyOf(p), { acc: planFor(p.strategy).combiner.begin({ size: p.size, base: staged?.data, expected: p.expected }) });
+        // Stage slots with room for the model header: an update is received straight into the kernel's
+        // memory, lands on a slot and is folded there (FedAvg), with no copy and no fresh buffer per update.
+        const headroom = staged ? staged.bytes - p.size * 4 : 0;
+        const slots = stageSlotsFor(headroom + p.size * 4);
+        const acc = planFor(p.strategy).combiner.begin({ size: p.size, base: staged?.data, expected: p.expected, stageSlots: slots, stageHeadroom: headroom });
+        accumulators.set(keyOf(p), { acc, busy: new Array<boolean>(acc.stageBytes ? slots : 0).fill(false), next: 0 });
       },
       foldUpdate: (_, p) => {
         // The machine admitted the update after its own checks; a strategy that still refuses it must
@@ -166,6 +227,7 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
     address,
     endpoint: advertised,
     actor: actor.actor,
+    stats,
     stop: async () => {
       stopping = true;
       clearInterval(tick);

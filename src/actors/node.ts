@@ -135,7 +135,11 @@ export class Node extends EventEmitter<NodeEvents> {
   }
 
   /** Pulls a blob from the node hosting `peer` (or returns the local copy); bytes are hash-verified. */
-  async fetchBlob(peer: string, hash: string, opts: { maxBytes?: number; remoteOnly?: boolean } = {}): Promise<Uint8Array> {
+  async fetchBlob(
+    peer: string,
+    hash: string,
+    opts: { maxBytes?: number; remoteOnly?: boolean; into?: (total: number) => Uint8Array | undefined } = {},
+  ): Promise<Uint8Array> {
     // remoteOnly: the bytes must come from that peer (an update is the peer's own work, even if it
     // happens to equal something this node already holds, such as the global model)
     const found = opts.remoteOnly ? undefined : this.blobs.get(hash);

@@ -29,6 +29,8 @@ export interface FedAvgOptions {
    * accumulator's add() calls since creation or reset(), from 0.
    */
   onRefused?: (refusal: DeferredRefusal) => void;
+  /** Bytes before each stage slot that stageBytes() may cover (e.g. an encoded model's header); default 0. */
+  stageHeadroom?: number;
 }
 
 export class FedAvgAccumulator implements Accumulator {
@@ -51,6 +53,7 @@ export class FedAvgAccumulator implements Accumulator {
     this.sum = createWeightedSum(size, {
       kind: o.kernel,
       stageSlots: o.stageSlots,
+      stageHeadroom: o.stageHeadroom,
       onRefused: (r) => {
         this.n--;
         this.forget(r.tag);
@@ -68,6 +71,15 @@ export class FedAvgAccumulator implements Accumulator {
    */
   stage(slot = 0): Float32Array {
     return this.sum.stage(slot);
+  }
+
+  /**
+   * Stage slot `slot` as bytes starting `prefix` bytes before its floats (prefix <= stageHeadroom):
+   * receive a whole encoded model into it and its data section lands on the slot, so decoding it yields
+   * the slot itself and add() folds it without a copy.
+   */
+  stageBytes(slot: number, prefix: number): Uint8Array {
+    return this.sum.stageBytes(slot, prefix);
   }
 
   get count(): number {
@@ -144,7 +156,12 @@ export function createFedAvg(options: FedAvgOptions = {}): AggregationStrategy {
   return {
     name: 'fedavg',
     streaming: true,
-    begin: (ctx: AggregationContext) => new FedAvgAccumulator(ctx.size, { ...options, stageSlots: ctx.stageSlots ?? options.stageSlots }),
+    begin: (ctx: AggregationContext) =>
+      new FedAvgAccumulator(ctx.size, {
+        ...options,
+        stageSlots: ctx.stageSlots ?? options.stageSlots,
+        stageHeadroom: ctx.stageHeadroom ?? options.stageHeadroom,
+      }),
   };
 }
 

@@ -17,6 +17,11 @@ export interface Accumulator {
    * add() keeps as the stored row, so do not write to it after add().
    */
   stage?(slot?: number): Float32Array;
+  /**
+   * Optional, FedAvg: stage slot `slot` as bytes reaching `prefix` bytes before its floats, to receive a
+   * whole encoded model into (its data section then is the slot). Needs ctx.stageHeadroom >= prefix.
+   */
+  stageBytes?(slot: number, prefix: number): Uint8Array;
 }
 
 export interface AggregationContext {
@@ -28,6 +33,8 @@ export interface AggregationContext {
   expected?: number;
   /** Zero-copy stage slots to reserve (Accumulator.stage); strategies without the notion ignore it. */
   stageSlots?: number;
+  /** Bytes reserved before each stage slot (Accumulator.stageBytes). */
+  stageHeadroom?: number;
 }
 
 export interface AggregationStrategy {

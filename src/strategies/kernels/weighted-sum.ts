@@ -68,6 +68,12 @@ export interface WeightedSum {
    * still waits for its batch is folded first. Slots are reserved with `stageSlots` at creation.
    */
   stage(slot: number): Float32Array;
+  /**
+   * Stage slot `slot` as bytes, starting `prefix` bytes before its first float (at most the
+   * `stageHeadroom` reserved at creation) and ending with its last: room to receive a whole encoded
+   * model whose data section then lands exactly on the slot. Like stage(), folds a waiting slot first.
+   */
+  stageBytes(slot: number, prefix: number): Uint8Array;
 }
 
 // Every length the kernels see is a multiple of this; buffers are padded with zeros, which add nothing.
@@ -222,7 +228,16 @@ const PAGE = 65536;
 // wasm32 addresses 4 GiB: two Float64 sums (16 bytes per parameter), INBOX inbox slots and the stage
 // slots (4 bytes per parameter each).
 const MAX_WASM_BYTES = 4 * 1024 ** 3 - PAGE;
-const wasmBytes = (padded: number, slots: number): number => padded * 16 + (INBOX + slots) * padded * 4;
+const wasmBytes = (padded: number, slots: number, headroom: number): number => padded * 16 + INBOX * padded * 4 + slots * (headroom + padded * 4);
+/** Headroom before each stage slot, rounded up so every slot stays 64-byte aligned. */
+const roundHeadroom = (bytes: number): number => padTo(bytes, 64);
+
+function slotBytes(view: Float32Array, prefix: number, headroom: number): Uint8Array {
+  if (!Number.isSafeInteger(prefix) || prefix < 0 || prefix > headroom) {
+    throw new FedError('config', `a prefix of ${prefix} bytes does not fit the ${headroom}-byte headroom before each stage slot`);
+  }
+  return new Uint8Array(view.buffer, view.byteOffset - prefix, prefix + view.byteLength);
+}
 
 interface Waiting {
   at: number;
@@ -242,6 +257,7 @@ class WasmWeightedSum implements WeightedSum {
   private readonly slotsAt: number;
   private readonly inbox: Float32Array[];
   private readonly slotViews: Float32Array[];
+  private readonly slotStride: number;
   private readonly waiting: Waiting[] = [];
   private inboxUsed = 0;
 
@@ -249,23 +265,31 @@ class WasmWeightedSum implements WeightedSum {
     readonly size: number,
     module: WebAssembly.Module,
     slots: number,
+    private readonly headroom: number,
     private readonly onRefused: (refusal: DeferredRefusal) => void,
   ) {
     this.padded = padTo(Math.max(size, 1), LANES);
-    // layout: [sum A][sum B][INBOX inbox slots][stage slots], every part 64-byte aligned. The inbox
-    // holds copies of ordinary arrays until their batch is folded; scaled() writes its result there.
+    // layout: [sum A][sum B][INBOX inbox slots][headroom, stage slot]..., every part 64-byte aligned.
+    // The inbox holds copies of ordinary arrays until their batch is folded; scaled() writes its result
+    // there. The headroom before a slot takes an encoded model's header (see stageBytes).
     const stride = this.padded * 4;
     this.cur = 0;
     this.next = this.padded * 8;
     this.inboxAt = this.padded * 16;
-    this.slotsAt = this.inboxAt + INBOX * stride;
-    this.mem = new WebAssembly.Memory({ initial: Math.ceil(wasmBytes(this.padded, slots) / PAGE) });
+    this.slotsAt = this.inboxAt + INBOX * stride + headroom;
+    this.slotStride = headroom + stride;
+    this.mem = new WebAssembly.Memory({ initial: Math.ceil(wasmBytes(this.padded, slots, headroom) / PAGE) });
     const exports = new WebAssembly.Instance(module, { env: { mem: this.mem } }).exports as Record<string, unknown>;
     this.k = exports as unknown as KernelExports;
     this.folds = Array.from({ length: BATCH }, (_, i) => exports[`fold${i + 1}`] as FoldK);
     // the memory never grows after this, so these views stay attached
     this.inbox = Array.from({ length: INBOX }, (_, i) => new Float32Array(this.mem.buffer, this.inboxAt + i * stride, size));
-    this.slotViews = Array.from({ length: slots }, (_, i) => new Float32Array(this.mem.buffer, this.slotsAt + i * stride, size));
+    this.slotViews = Array.from({ length: slots }, (_, i) => new Float32Array(this.mem.buffer, this.slotsAt + i * this.slotStride, size));
+  }
+
+  stageBytes(slot: number, prefix: number): Uint8Array {
+    const view = this.stage(slot);
+    return slotBytes(view, prefix, this.headroom);
   }
 
   stage(slot: number): Float32Array {
@@ -278,8 +302,7 @@ class WasmWeightedSum implements WeightedSum {
   private isSlot(x: Float32Array): boolean {
     if (x.buffer !== this.mem.buffer || x.length !== this.size) return false;
     const rel = x.byteOffset - this.slotsAt;
-    const stride = this.padded * 4;
-    return rel >= 0 && rel % stride === 0 && rel / stride < this.slotViews.length;
+    return rel >= 0 && rel % this.slotStride === 0 && rel / this.slotStride < this.slotViews.length;
   }
 
   add(x: Float32Array, weight: number, tag = 0): void {
@@ -357,15 +380,20 @@ class JsWeightedSum implements WeightedSum {
   constructor(
     readonly size: number,
     slots: number,
+    private readonly headroom: number,
   ) {
     this.acc = new Float64Array(size);
-    this.slots = Array.from({ length: slots }, () => new Float32Array(size));
+    this.slots = Array.from({ length: slots }, () => new Float32Array(new ArrayBuffer(headroom + size * 4), headroom, size));
   }
 
   stage(slot: number): Float32Array {
     const view = this.slots[slot];
     if (!view) throw new FedError('config', `stage slot ${slot} does not exist (the accumulator has ${this.slots.length})`);
     return view;
+  }
+
+  stageBytes(slot: number, prefix: number): Uint8Array {
+    return slotBytes(this.stage(slot), prefix, this.headroom);
   }
 
   add(x: Float32Array, weight: number): void {
@@ -407,6 +435,8 @@ export interface WeightedSumOptions {
   stageSlots?: number;
   /** Receives a staged update refused when its batch was folded (see WeightedSum.add). */
   onRefused?: (refusal: DeferredRefusal) => void;
+  /** Bytes reserved before each stage slot for stageBytes(); default 0, rounded up to 64. */
+  stageHeadroom?: number;
 }
 
 /**
@@ -421,11 +451,14 @@ export function createWeightedSum(size: number, options: KernelKind | WeightedSu
   if (!Number.isSafeInteger(slots) || slots < 0) throw new FedError('config', `stageSlots must be a non-negative integer, got ${slots}`);
   const forced = typeof process === 'undefined' ? undefined : process.env?.FEDSTATE_KERNEL;
   const want = o.kind ?? (forced === 'js' ? 'js' : 'wasm');
+  const asked = o.stageHeadroom ?? 0;
+  if (!Number.isSafeInteger(asked) || asked < 0) throw new FedError('config', `stageHeadroom must be a non-negative integer, got ${asked}`);
+  const headroom = roundHeadroom(asked);
   const padded = padTo(Math.max(size, 1), LANES);
-  const fits = wasmBytes(padded, slots) <= MAX_WASM_BYTES;
+  const fits = wasmBytes(padded, slots, headroom) <= MAX_WASM_BYTES;
   const module = want === 'wasm' && fits ? kernelModule() : null;
   if (o.kind === 'wasm' && module === null) {
     throw new FedError('config', 'the wasm kernel is not available here (no WebAssembly SIMD, or the model does not fit a wasm32 memory)');
   }
-  return module ? new WasmWeightedSum(size, module, slots, o.onRefused ?? ignoreRefusal) : new JsWeightedSum(size, slots);
+  return module ? new WasmWeightedSum(size, module, slots, headroom, o.onRefused ?? ignoreRefusal) : new JsWeightedSum(size, slots, headroom);
 }
