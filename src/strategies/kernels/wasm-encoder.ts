@@ -117,10 +117,17 @@ const utf8 = (s: string): number[] => {
   return [...uleb(b.length), ...b];
 };
 
-/** A module that imports one memory as env.mem and exports every function by name. */
-export function encodeModule(funcs: readonly FuncDef[]): Uint8Array<ArrayBuffer> {
+const MAX_PAGES = 65536;
+
+/**
+ * A module that imports one memory as env.mem and exports every function by name. With `shared`, the
+ * memory is a shared one (limits flag 3: min 1, max 4 GiB), so its buffer is a SharedArrayBuffer that
+ * other threads can read (the link's hash worker does).
+ */
+export function encodeModule(funcs: readonly FuncDef[], options: { shared?: boolean } = {}): Uint8Array<ArrayBuffer> {
   const types = funcs.map((f) => [0x60, ...uleb(f.params.length), ...f.params, ...uleb(f.results.length), ...f.results]);
-  const imports = [[...utf8('env'), ...utf8('mem'), 0x02, 0x00, ...uleb(1)]];
+  const limits = options.shared ? [0x03, ...uleb(1), ...uleb(MAX_PAGES)] : [0x00, ...uleb(1)];
+  const imports = [[...utf8('env'), ...utf8('mem'), 0x02, ...limits]];
   const funcIndex = funcs.map((_, i) => uleb(i));
   const exports = funcs.map((f, i) => [...utf8(f.name), 0x00, ...uleb(i)]);
   const bodies = funcs.map((f) => {

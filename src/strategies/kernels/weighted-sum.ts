@@ -214,7 +214,7 @@ let compiled: WebAssembly.Module | null | undefined;
 export function kernelModule(): WebAssembly.Module | null {
   if (compiled !== undefined) return compiled;
   try {
-    const bytes = encodeModule([checkFn, scaleFn, ...Array.from({ length: BATCH }, (_, i) => foldFn(i + 1))]);
+    const bytes = encodeModule([checkFn, scaleFn, ...Array.from({ length: BATCH }, (_, i) => foldFn(i + 1))], { shared: true });
     compiled = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
   } catch {
     compiled = null;
@@ -278,7 +278,10 @@ class WasmWeightedSum implements WeightedSum {
     this.inboxAt = this.padded * 16;
     this.slotsAt = this.inboxAt + INBOX * stride + headroom;
     this.slotStride = headroom + stride;
-    this.mem = new WebAssembly.Memory({ initial: Math.ceil(wasmBytes(this.padded, slots, headroom) / PAGE) });
+    // Shared, so an update received into a stage slot can be hashed by the link's worker thread while it
+    // arrives; the memory never grows, so its maximum is its size.
+    const pages = Math.ceil(wasmBytes(this.padded, slots, headroom) / PAGE);
+    this.mem = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
     const exports = new WebAssembly.Instance(module, { env: { mem: this.mem } }).exports as Record<string, unknown>;
     this.k = exports as unknown as KernelExports;
     this.folds = Array.from({ length: BATCH }, (_, i) => exports[`fold${i + 1}`] as FoldK);
