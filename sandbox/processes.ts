@@ -256,7 +256,7 @@ export interface ProcessRunOptions {
   clients: number;
   seed: number;
   partition: string;
-  session: { sessionId: string; rounds: number; roundTimeoutMs: number; localEpochs: number; batchSize: number; learningRate: number; fraction: number; seed: number; strategy?: string; bufferSize?: number };
+  session: { sessionId: string; rounds: number; roundTimeoutMs: number; localEpochs: number; batchSize: number; learningRate: number; fraction: number; seed: number; strategy?: string; bufferSize?: number; minClients?: number };
   /** Reducer store directory; a temporary one (removed afterwards) when absent. */
   store?: string;
   out: string;

@@ -45,6 +45,7 @@ const flags = {
   attack: { type: 'string', help: 'FRACTION:scale[:FACTOR] or FRACTION:random[:SIGMA]: that fraction of the clients send Byzantine updates (in-process runs)' },
   fraction: { type: 'number', default: 1, min: 0, max: 1, help: 'fraction of clients sampled per round (C)' },
   'round-timeout': { type: 'number', default: 120_000, min: 100, integer: true, help: 'round timeout in ms' },
+  'min-clients': { type: 'number', default: 1, min: 1, integer: true, help: 'quorum: a round starts once this many clients are connected (waits up to the quorum timeout)' },
   'buffer-size': { type: 'number', default: -1, min: -1, integer: true, help: 'a combiner closes its round after this many accepted updates (-1: wait for every selected client or the timeout)' },
   dropout: { type: 'number', default: 0, min: 0, max: 1, help: 'fraction of clients that drop out each round (seeded, src/actors/dropout.ts)' },
   stragglers: { type: 'number', default: 0, min: 0, max: 1, help: 'fraction of clients that stall past the round timeout each round' },
@@ -141,6 +142,7 @@ async function main(): Promise<void> {
     seed: args.seed,
     strategy: planFor(args.strategy).spec,
     ...(args.bufferSize > 0 ? { bufferSize: args.bufferSize } : {}),
+    ...(args.minClients > 1 ? { minClients: args.minClients } : {}),
   };
   if (args.attack) parseSandboxAttack(args.attack, args.clients); // refuse a bad spec before anything starts
   if (args.attack && args.processes) throw new FedError('config', '--attack is for in-process runs');

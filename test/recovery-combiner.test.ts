@@ -20,7 +20,9 @@ type KillSummary = Omit<Summary, 'rounds'> & { kills: KillReport[]; trailEntries
 
 test('SIGKILL combiner c1 in round 2: the round completes with c2, c1\'s clients move to c2 and train in later rounds', async () => {
   const s = (await sandbox(
-    ['--processes', '--rounds', '3', '--clients', String(CLIENTS), '--combiners', '2', '--local-epochs', '1', '--seed', '4', '--kill', 'combiner:1@2', '--store', store, '--out', join(dir, 'out')],
+    // --min-clients: round 3 waits until c1's clients have found c2 (quorum), instead of racing their
+    // reconnection (a round here can take 300 ms; rediscovery ~400 ms)
+    ['--processes', '--rounds', '3', '--clients', String(CLIENTS), '--combiners', '2', '--local-epochs', '1', '--seed', '4', '--kill', 'combiner:1@2', '--min-clients', String(CLIENTS), '--store', store, '--out', join(dir, 'out')],
     85_000,
   )) as unknown as KillSummary;
   assert.is(s.status, 'done');
