@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import fc from 'fast-check';
 import { decodeModel, encodeModel, MAX_HEADER_BYTES } from '../src/model/codec.ts';
 import { contentHash, modelId, verifyHash } from '../src/model/hash.ts';
-import { layoutSize, makeParams, type Layout, type Params } from '../src/model/params.ts';
+import { firstNonFinite, layoutSize, makeParams, type Layout, type Params } from '../src/model/params.ts';
 import { isFedError, type ErrorCode } from '../src/errors.ts';
 
 const bitsOf = (data: Float32Array): Uint32Array => new Uint32Array(data.buffer, data.byteOffset, data.length);
@@ -235,5 +235,27 @@ test('verifyHash accepts the right hash and refuses a wrong one with hash-mismat
 });
 
 const pinnedSmallId = '1e156fa5ed322a951daa4ca49c34c379d62d5680a92162bdd0eeb106fb390634';
+
+test('firstNonFinite finds the first NaN or infinity, and none among the largest finite values', () => {
+  const naive = (a: Float32Array): number => a.findIndex((x) => !Number.isFinite(x));
+  const big = 3.4028234663852886e38;
+  fc.assert(
+    fc.property(
+      fc.array(fc.oneof(fc.float({ noNaN: true, noDefaultInfinity: true }), fc.constantFrom(big, -big)), { maxLength: 70 }),
+      fc.array(fc.tuple(fc.nat(), fc.constantFrom(NaN, Infinity, -Infinity)), { maxLength: 3 }),
+      (values, poison) => {
+        const a = Float32Array.from(values);
+        for (const [at, v] of poison) if (a.length) a[at % a.length] = v;
+        assert.is(firstNonFinite(a), naive(a));
+      },
+    ),
+    { numRuns: 2000 },
+  );
+  // a million largest values of alternating sign and then of one sign: still finite, no overflow
+  assert.is(firstNonFinite(new Float32Array(1_000_000).fill(big)), -1);
+  const mixed = new Float32Array(1_000_001).fill(-big);
+  mixed[1_000_000] = Infinity;
+  assert.is(firstNonFinite(mixed), 1_000_000);
+});
 
 test.run();
