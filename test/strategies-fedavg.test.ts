@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
-import { FedAvgAccumulator, createFedAvg, weightedMean } from '../src/strategies/fedavg.ts';
+import { FedAvgAccumulator, createFedAvg, recycleAccumulator, weightedMean } from '../src/strategies/fedavg.ts';
 import { createWeightedSum, wasmAvailable, type KernelKind } from '../src/strategies/kernels/weighted-sum.ts';
 import { isFedError, type ErrorCode } from '../src/errors.ts';
 import { tryAdd } from '../src/strategies/index.ts';
@@ -328,6 +328,29 @@ test('stageBytes: a whole encoded model received into it decodes to the slot its
     expectCode('config', () => acc.stageBytes(0, prefix + 64));
     expectCode('config', () => new FedAvgAccumulator(4, { kernel, stageSlots: 1, stageHeadroom: -1 }));
   }
+});
+
+test('recycled accumulators: the next begin() of the same shape gets one back, emptied; other shapes do not', () => {
+  const strategy = createFedAvg();
+  const ctx = { size: 1000, stageSlots: 2, stageHeadroom: 40 };
+  const first = strategy.begin(ctx) as FedAvgAccumulator;
+  first.add(new Float32Array(1000).fill(5), 2);
+  const slot = first.stage(0).fill(7);
+  first.add(slot, 1); // still waiting in its batch when recycled: dropped by the reset
+  recycleAccumulator(first);
+  recycleAccumulator(first); // twice is once
+  assert.ok(strategy.begin({ size: 999, stageSlots: 2, stageHeadroom: 40 }) !== first, 'another size: a new one');
+  const again = strategy.begin(ctx) as FedAvgAccumulator;
+  assert.ok(again === first, 'same shape: reused');
+  assert.is(again.count, 0);
+  assert.is(again.totalWeight, 0);
+  again.add(new Float32Array(1000).fill(3), 1);
+  assert.equal(again.finish(), new Float32Array(1000).fill(3));
+  assert.ok(strategy.begin(ctx) !== first, 'handed out once, not twice');
+  // with a consumer's callback, or not FedAvg's own, nothing is kept
+  const told = new FedAvgAccumulator(1000, { stageSlots: 2, stageHeadroom: 40, onRefused: () => undefined });
+  recycleAccumulator(told);
+  assert.ok(strategy.begin(ctx) !== told);
 });
 
 test('finish before any add is a typed error; finish does not consume', () => {

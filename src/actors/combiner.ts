@@ -10,6 +10,7 @@ import { decodeModel, encodeModel } from '../model/codec.ts';
 import type { Layout } from '../model/params.ts';
 import type { Accumulator } from '../strategies/types.ts';
 import { planFor } from './strategy.ts';
+import { recycleAccumulator } from '../strategies/fedavg.ts';
 import { hostMachine, type Hosted, type HostOptions } from './host.ts';
 import type { Node } from './node.ts';
 
@@ -175,7 +176,10 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
         }
       },
       discardAggregation: (_, p) => {
+        const entry = accumulators.get(keyOf(p));
         accumulators.delete(keyOf(p));
+        // reused by a later round unless a late upload is still being received into one of its slots
+        if (entry && !entry.busy.some(Boolean)) recycleAccumulator(entry.acc);
       },
     },
   });

@@ -14,6 +14,7 @@ import { hostMachine, type HostOptions } from './host.ts';
 import { Node, type NodeOptions } from './node.ts';
 import type { Transport } from '../transport/types.ts';
 import { planFor } from './strategy.ts';
+import { recycleAccumulator } from '../strategies/fedavg.ts';
 import type { ServerOptimizerState } from '../strategies/server-optimizers.ts';
 
 export interface ReducerOptions {
@@ -146,7 +147,9 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
         // Server optimizer state belongs to the global model it produced, so a round that fails after
         // this point (or a crash before the commit) never advances it.
         const state = await store.getState<ServerOptimizerState>(`${OPTIMIZER_KEY}${input.globalModelId}`);
-        const step = plan.server.step(global.data, acc.finish(), state);
+        const aggregate = acc.finish();
+        recycleAccumulator(acc);
+        const step = plan.server.step(global.data, aggregate, state);
         const modelId = await store.putBlob(encodeModel({ layout, data: step.params }));
         if (plan.server.name !== 'fedavg') await store.putState(`${OPTIMIZER_KEY}${modelId}`, step.state);
         return { modelId };

@@ -31,7 +31,7 @@ export {
   type StrategyOptions,
   type StrategySpec,
 } from './registry.ts';
-export { FedAvgAccumulator, createFedAvg, fedAvg, weightedMean, type FedAvgOptions } from './fedavg.ts';
+export { FedAvgAccumulator, createFedAvg, fedAvg, recycleAccumulator, weightedMean, type FedAvgOptions } from './fedavg.ts';
 export { MedianAccumulator, createMedian } from './median.ts';
 export { TrimmedMeanAccumulator, createTrimmedMean, trimCount, type TrimmedMeanOptions } from './trimmed-mean.ts';
 export { KrumAccumulator, createKrum, createMultiKrum, krumSelect, type KrumOptions, type KrumResult } from './krum.ts';
