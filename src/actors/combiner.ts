@@ -103,9 +103,12 @@ export async function startCombiner(opts: CombinerOptions): Promise<CombinerHand
     actors: {
       stageModel: fromPromise(async ({ input }) => {
         const bytes = await node.fetchBlob(input.from, input.modelId);
-        const params = decodeModel(bytes, { copy: true });
+        // a view on the bytes (no copy): neither they nor the params are ever written, only read and served
+        const params = decodeModel(bytes);
         if (staged && staged.modelId !== input.modelId) await node.blobs.delete(staged.modelId);
-        await node.blobs.put(bytes);
+        // verified on arrival: stored without hashing it again
+        if (node.blobs.adopt) node.blobs.adopt(input.modelId, bytes);
+        else await node.blobs.put(bytes);
         staged = { modelId: input.modelId, layout: params.layout, data: params.data, bytes: bytes.byteLength };
         return { size: params.data.length, layoutKey: layoutKey(params.layout) };
       }),

@@ -165,7 +165,7 @@ export class FedAvgAccumulator implements Accumulator {
 // begin() of the same shape: a new one maps its memory in afresh (page faults over 16+ bytes per
 // parameter: measured ~40 ms per 10M parameters, per round, at each level), a reused one is mapped
 // already. Bounded by bytes, oldest dropped first, so a finished session does not pin much memory.
-const RECYCLE_MAX_BYTES = 512 * 2 ** 20;
+const RECYCLE_MAX_BYTES = 2 ** 30;
 const recycled: Array<{ key: string; acc: FedAvgAccumulator; bytes: number }> = [];
 
 const shapeKey = (size: number, o: FedAvgOptions): string => `${size}|${o.kernel ?? 'auto'}|${o.stageSlots ?? 0}|${o.stageHeadroom ?? 0}`;
