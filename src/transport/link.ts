@@ -435,13 +435,12 @@ export class Link {
     }
     const worker = c.total >= OFF_THREAD_MIN_BYTES && !c.last ? hashWorker() : null;
     if (given) {
-      if (worker && given.buffer instanceof SharedArrayBuffer) s.offThread = { worker, job: worker.begin() };
+      if (worker && given.buffer instanceof SharedArrayBuffer) s.offThread = { worker, job: worker.begin(given.buffer) };
       return given;
     }
     if (!worker) return new Uint8Array(c.total);
-    s.offThread = { worker, job: worker.begin() };
     const buffer = new SharedArrayBuffer(c.total);
-    worker.prefault(buffer);
+    s.offThread = { worker, job: worker.begin(buffer, { prefault: true }) };
     return new Uint8Array(buffer);
   }
 
@@ -472,7 +471,7 @@ export class Link {
     }
     s.buffer.set(c.data, c.offset);
     const whole = c.last && c.offset === 0;
-    if (s.offThread) s.offThread.worker.update(s.offThread.job, s.buffer.buffer as SharedArrayBuffer, s.buffer.byteOffset + c.offset, c.data.byteLength);
+    if (s.offThread) s.offThread.worker.update(s.offThread.job, s.buffer.byteOffset + c.offset, c.data.byteLength);
     else if (!whole) (s.digest ??= createHash('sha256')).update(c.data);
     s.received += c.data.byteLength;
     this.stats.bytesIn += c.data.byteLength;
