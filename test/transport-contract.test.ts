@@ -694,6 +694,37 @@ for (const kind of kinds) {
     }
   });
 
+  test(`${kind} link: a hash worker that dies mid-blob costs a second pass, never a wrong answer`, async () => {
+    const blob = randomBlob(8 * CHUNK_BYTES + 5);
+    const honest = randomBlob(6 * CHUNK_BYTES);
+    const lie = honest.slice();
+    lie[3]! ^= 1;
+    const sb = side();
+    sb.blobs.set(sha256(blob), blob);
+    sb.blobs.set(sha256(honest), lie);
+    const p = await linkPair(kind, { sb });
+    try {
+      const worker = hashWorker();
+      const fetching = p.a.fetchBlob(sha256(blob));
+      const lying = p.a.fetchBlob(sha256(honest)).then(
+        () => 'accepted',
+        (e: unknown) => e,
+      );
+      // fault injection: the worker thread goes away while both blobs are arriving
+      if (worker) await (worker as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+      assert.ok(Buffer.from(await within(30_000, fetching, 'fetch after the worker died')).equals(blob));
+      const refused = await within(30_000, lying, 'lying fetch after the worker died');
+      assert.ok(isFedError(refused, 'hash-mismatch'), String(refused));
+      // the next large blob gets a new worker
+      const next = hashWorker();
+      if (worker) assert.ok(next !== null && next !== worker, 'a new worker replaces the dead one');
+      assert.ok(Buffer.from(await within(30_000, p.a.fetchBlob(sha256(blob)), 'fetch with the new worker')).equals(blob));
+    } finally {
+      p.a.close();
+      await p.listener.close();
+    }
+  });
+
   test(`${kind} link: fetchBlob into a caller's buffer: reused across fetches, verified, wrong sizes refused`, async () => {
     const blob = randomBlob(OFF_THREAD_MIN_BYTES + 3);
     const other = randomBlob(OFF_THREAD_MIN_BYTES + 3);

@@ -126,15 +126,20 @@ class HashWorker {
 }
 
 let shared: HashWorker | null | undefined;
+// A worker that died is replaced, a few times: after that, something is wrong with workers here and
+// hashing stays on the receiving thread.
+let starts = 0;
+const MAX_STARTS = 4;
 
 /**
- * The process's hash worker, or null where hashing off-thread cannot help (one CPU) or the worker
- * failed; FEDSTATE_HASH_WORKER=0 turns it off (the bench compares both).
+ * The process's hash worker, or null where hashing off-thread cannot help (one CPU), workers keep
+ * failing, or FEDSTATE_HASH_WORKER=0 turns it off (the bench compares both).
  */
 export function hashWorker(): HashWorker | null {
-  if (shared?.failed) shared = null;
+  if (shared?.failed) shared = undefined;
   if (shared !== undefined) return shared;
-  if (process.env.FEDSTATE_HASH_WORKER === '0' || availableParallelism() < 2) return (shared = null);
+  if (process.env.FEDSTATE_HASH_WORKER === '0' || availableParallelism() < 2 || starts >= MAX_STARTS) return (shared = null);
+  starts++;
   try {
     shared = new HashWorker();
   } catch {
