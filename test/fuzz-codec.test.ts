@@ -203,13 +203,10 @@ test('encodeWireFrame agrees with encodeFrame on every frame encodeFrame accepts
   );
 });
 
-// BUG (src/transport/chunk-frame.ts, encodeChunk): the blob-chunk fast path of encodeWireFrame never
-// runs the codec's checks, so a chunk whose `error` holds an unpaired surrogate ("\ud800") is sent by
-// the grpc/ws transports with the surrogate replaced by U+FFFD, while encodeFrame (the strict inproc
-// path) refuses the same frame as malformed. Expected: encodeWireFrame refuses it too (FedError
-// 'malformed'); actual: it encodes it. Harmless today (only the text of a chunk error changes), but the
-// two paths are meant to accept exactly the same frames.
-test.skip('BUG chunk-frame: encodeWireFrame accepts chunk frames encodeFrame refuses', () => {
+// Found by this fuzzing (fixed): the blob-chunk fast path of encodeWireFrame did not run the codec's
+// string check, so a chunk whose `error` held an unpaired surrogate went out over grpc/ws with U+FFFD in
+// its place while encodeFrame (the strict inproc path) refused it. The two paths accept the same frames.
+test('chunk-frame: encodeWireFrame refuses the chunk frames encodeFrame refuses (a lone surrogate in the error)', () => {
   const frame: Frame = { kind: 'blobChunk', blobChunk: { streamId: 1, offset: 0, total: 0, data: new Uint8Array(0), last: true, error: '\ud800' } };
   assert.not.ok(typedRefusal(() => encodeFrame(frame)).ok);
   assert.not.ok(typedRefusal(() => encodeWireFrame(frame)).ok, 'encodeWireFrame accepted it');

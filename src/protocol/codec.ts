@@ -50,7 +50,8 @@ function fieldOf(type: unknown): string {
 }
 
 const UINT32_MAX = 0xffff_ffff;
-const loneSurrogate = /\p{Cs}/u;
+/** Matches an unpaired surrogate, which UTF-8 cannot carry (the wire would turn it into U+FFFD). */
+export const loneSurrogate = /\p{Cs}/u;
 const INT32_MIN = -0x8000_0000;
 const INT32_MAX = 0x7fff_ffff;
 

@@ -8,7 +8,7 @@
 // produce and accept ordinary protobuf `Frame` bytes: anything the fast decoder does not fully
 // understand is handed to the generic decoder, which is the one that defines what is valid.
 import { FedError, errorMessage } from '../errors.ts';
-import { decodeFrame, encodeFrame } from '../protocol/codec.ts';
+import { decodeFrame, encodeFrame, loneSurrogate } from '../protocol/codec.ts';
 import type { BlobChunk, Frame } from '../protocol/generated.ts';
 import { CHUNK_BYTES, type FrameChannel } from './types.ts';
 
@@ -78,6 +78,9 @@ export interface Encoded {
 function encodeChunk(c: BlobChunk, pooled = false): Encoded | undefined {
   if (!isUint32(c.streamId) || typeof c.offset !== 'number' || typeof c.total !== 'number') return undefined;
   if (!(c.data instanceof Uint8Array) || typeof c.last !== 'boolean' || typeof c.error !== 'string') return undefined;
+  // an error text UTF-8 cannot carry (a lone surrogate) goes to the codec, which refuses it, instead of
+  // being sent with U+FFFD in its place
+  if (c.error && loneSurrogate.test(c.error)) return undefined;
   const errorBytes = c.error ? Buffer.from(c.error, 'utf8') : undefined;
   const dataLen = c.data.byteLength;
   let inner = 0;
