@@ -30,6 +30,7 @@ import { initialParams } from '../src/cli/tf-setup.ts';
 import { FedError } from '../src/errors.ts';
 import { encodeModel } from '../src/model/codec.ts';
 import { openStore, verifyTrail } from '../src/store/index.ts';
+import { parseNodeSpec, writeDevPki } from '../src/security/certs.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const cli = join(root, 'src', 'cli.ts');
@@ -261,6 +262,8 @@ export interface ProcessRunOptions {
   store?: string;
   out: string;
   logLevel?: string;
+  /** Mutual TLS on every link: a development PKI in OUT/pki, each node its own certificate. */
+  tls?: boolean;
   /** Processes to SIGKILL mid-session (see the file comment). */
   kills?: KillSpec[];
   /** Stop the session during this round. */
@@ -395,8 +398,18 @@ export async function runProcesses(o: ProcessRunOptions): Promise<ProcessRunResu
     }
   };
 
+  // With --tls: a CA and one certificate per node; listeners require client certificates (mutual TLS),
+  // so every link is authenticated by certificate as well as by token.
+  const addresses = ['reducer/main', ...Array.from({ length: o.combiners }, (_, i) => `combiner/c${i + 1}`), ...Array.from({ length: o.clients }, (_, i) => `client/k${i + 1}`)];
+  const pki = o.tls ? await writeDevPki(join(o.out, 'pki'), addresses.map(parseNodeSpec)) : undefined;
+  const tlsArgs = (address: string, listens: boolean): string[] => {
+    const n = pki?.nodes.find((x) => `${x.role}/${x.name}` === address);
+    if (!pki || !n) return [];
+    return ['--tls-ca', pki.ca, '--tls-cert', n.cert, '--tls-key', n.key, ...(listens ? ['--tls-require-client-cert'] : [])];
+  };
   const reducerArgs = (listen: string, api: string): string[] => [
     'reducer', '--listen', listen, '--api', api, '--store', storeDir, '--evaluate', 'mnist', '--seed', String(o.seed), '--token', token, '--admin-token', adminToken, '--log-level', logLevel,
+    ...tlsArgs('reducer/main', true),
   ];
 
   let finished: { status: string; failure: string } | undefined;
@@ -409,13 +422,14 @@ export async function runProcesses(o: ProcessRunOptions): Promise<ProcessRunResu
     const endpoint = String(r.endpoint);
     const api = String(r.api);
     for (let i = 0; i < o.combiners; i++) {
-      sup.start(`combiner-c${i + 1}`, ['combiner', '--name', `c${i + 1}`, '--listen', local, '--reducer', endpoint, '--token', token, '--log-level', nodeLevel]);
+      sup.start(`combiner-c${i + 1}`, ['combiner', '--name', `c${i + 1}`, '--listen', local, '--reducer', endpoint, '--token', token, '--log-level', nodeLevel, ...tlsArgs(`combiner/c${i + 1}`, true)]);
     }
     const faultArgs = (o.dropout ?? 0) > 0 || (o.stragglers ?? 0) > 0 ? ['--dropout', String(o.dropout ?? 0), '--stragglers', String(o.stragglers ?? 0), '--dropout-mode', o.dropoutMode ?? 'fail'] : [];
     for (let i = 0; i < o.clients; i++) {
       sup.start(`client-k${i + 1}`, [
         'client', '--name', `k${i + 1}`, '--reducer', endpoint, '--token', token, '--log-level', nodeLevel,
         '--data', 'mnist', '--partition', o.partition, '--clients-total', String(o.clients), '--index', String(i), '--seed', String(o.seed), ...faultArgs,
+        ...tlsArgs(`client/k${i + 1}`, false),
       ]);
     }
     await guard(Promise.all(sup.children.map((c) => c.ready)));

@@ -55,7 +55,7 @@ const flags = {
   'stop-with': { type: 'string', default: 'api', choices: ['api', 'cli'], help: "--stop-at sends the stop request itself the moment a client trains ('api', what `fedstate stop` sends) or runs `fedstate stop` ('cli', a second or more later)" },
   transport: { type: 'string', choices: ['inproc', 'grpc', 'ws'], help: 'how nodes talk: inproc (default), or loopback grpc / ws sockets (default grpc with --processes)' },
   processes: { type: 'boolean', default: false, help: 'run every reducer, combiner and client as its own `fedstate` process' },
-  tls: { type: 'boolean', default: false, help: 'one process over loopback grpc (or --transport ws) with mutual TLS and HMAC tokens on every link; certificates made in a temp dir' },
+  tls: { type: 'boolean', default: false, help: 'mutual TLS on every link over grpc (or --transport ws): in one process with HMAC tokens, certificates in a temp dir; with --processes every node its own certificate from OUT/pki' },
   'log-level': { type: 'string', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], help: 'log level of the child processes (--processes; logs in OUT/logs)' },
   store: { type: 'string', help: 'persist the reducer store (level) in DIR instead of memory' },
   out: { type: 'string', default: 'out', help: 'directory for the accuracy plot' },
@@ -120,7 +120,7 @@ async function main(): Promise<void> {
     return;
   }
   const transport = (args.transport ?? (args.processes || args.tls ? 'grpc' : 'inproc')) as 'inproc' | 'grpc' | 'ws';
-  if (args.tls && (args.processes || transport === 'inproc')) throw new FedError('config', '--tls runs one process over loopback grpc or ws (inproc has no TLS): drop --processes / use --transport grpc or ws');
+  if (args.tls && transport === 'inproc') throw new FedError('config', '--tls needs a network transport: --transport grpc or ws (inproc has no TLS)');
   if (args.processes && transport === 'inproc') throw new FedError('config', '--processes needs a network transport: --transport grpc or ws (inproc cannot cross processes)');
   const kills: KillSpec[] = extracted.kills.map((k) => parseKillSpec(k, args.combiners));
   if (!args.processes && (kills.length || args.stopAt !== undefined)) throw new FedError('config', '--kill and --stop-at act on node processes: add --processes');
@@ -146,7 +146,7 @@ async function main(): Promise<void> {
   };
   if (args.attack) parseSandboxAttack(args.attack, args.clients); // refuse a bad spec before anything starts
   if (args.attack && args.processes) throw new FedError('config', '--attack is for in-process runs');
-  const how = args.processes ? `${1 + args.combiners + args.clients} processes over ${transport}` : transport === 'inproc' ? `one process, inproc${args.strict ? ' (strict)' : ''}` : `one process over loopback ${transport}${args.tls ? ' with mutual TLS and tokens' : ''}`;
+  const how = args.processes ? `${1 + args.combiners + args.clients} processes over ${transport}${args.tls ? ' with mutual TLS' : ''}` : transport === 'inproc' ? `one process, inproc${args.strict ? ' (strict)' : ''}` : `one process over loopback ${transport}${args.tls ? ' with mutual TLS and tokens' : ''}`;
   // With --processes each node process picks its own backend; this one only builds the seed model.
   const backend = args.processes ? 'per process' : await initBackend();
   say(`fedstate sandbox: ${args.combiners} combiner(s), ${args.clients} client(s), ${args.rounds} round(s), MLP 784-200-200-10 on MNIST (8000 train / 2000 held out), partition ${args.partition}, ${how}, TF.js backend ${backend}`);
@@ -196,6 +196,7 @@ async function main(): Promise<void> {
       dropout: args.dropout,
       stragglers: args.stragglers,
       dropoutMode: args.dropoutMode,
+      tls: args.tls,
       say,
       signal: interrupted.signal,
       onStart: header,
