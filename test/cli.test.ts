@@ -4,11 +4,10 @@
 // node cleanly. Every child is killed at the end, also when a test fails.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { children, cli, node } from './helpers/cli-nodes.ts';
+import { children, cli, node, writeStepTask } from './helpers/cli-nodes.ts';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { encodeModel } from '../src/model/codec.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'fedstate-cli-'));
 
@@ -47,20 +46,7 @@ test('--help lists every setting with its variable and file key', async () => {
 
 test('a federation of processes: tokens enforced, session driven over the API, clean SIGTERM', async () => {
   // A tiny user task: every client moves each weight by (index + 1) and reports (index + 1) * 10 examples.
-  const task = join(dir, 'task.mjs');
-  writeFileSync(
-    task,
-    `export function createTask(ctx) {
-       const step = ctx.index + 1;
-       return {
-         numExamples: step * 10,
-         async train(model) { return { params: { layout: model.layout, data: model.data.map((x) => x + step) }, numExamples: step * 10, metrics: { loss: 1 / step } }; },
-         async validate() { return { numExamples: step * 10, metrics: { accuracy: 0.5 } }; },
-       };
-     }\n`,
-  );
-  const modelFile = join(dir, 'model.bin');
-  writeFileSync(modelFile, encodeModel({ layout: [{ name: 'w', shape: [4] }], data: new Float32Array(4) }));
+  const { task, modelFile } = writeStepTask(dir);
   // Listen and API from a config file, the admin token from the environment: all three sources at once.
   const cfg = join(dir, 'reducer.json');
   writeFileSync(cfg, JSON.stringify({ listen: 'grpc://127.0.0.1:0', apiListen: '127.0.0.1:0', token: 'file-token' }));

@@ -5,11 +5,10 @@
 // killed at the end, also when a test fails.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { children, cli, node, type CliNode } from './helpers/cli-nodes.ts';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { children, cli, node, type CliNode, writeStepTask } from './helpers/cli-nodes.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { encodeModel } from '../src/model/codec.ts';
 import { mintToken } from '../src/security/token.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'fedstate-sec-cli-'));
@@ -50,20 +49,7 @@ test('certs and token commands; bad security settings are config errors', async 
 });
 
 test('a federation of processes on mutual TLS with --secret tokens trains; wrong-role, expired and certificate-less clients are refused', async () => {
-  const task = join(dir, 'task.mjs');
-  writeFileSync(
-    task,
-    `export function createTask(ctx) {
-       const step = ctx.index + 1;
-       return {
-         numExamples: step * 10,
-         async train(model) { return { params: { layout: model.layout, data: model.data.map((x) => x + step) }, numExamples: step * 10, metrics: { loss: 1 / step } }; },
-         async validate() { return { numExamples: step * 10, metrics: { accuracy: 0.5 } }; },
-       };
-     }\n`,
-  );
-  const modelFile = join(dir, 'model.bin');
-  writeFileSync(modelFile, encodeModel({ layout: [{ name: 'w', shape: [4] }], data: new Float32Array(4) }));
+  const { task, modelFile } = writeStepTask(dir);
   const secretEnv = { FEDSTATE_SECRET: SECRET };
   const reducer = node(['reducer', '--listen', 'grpc://127.0.0.1:0', '--api', '127.0.0.1:0', '--admin-token', 'admin', ...tls('reducer'), '--tls-require-client-cert'], secretEnv);
   const r = await reducer.ready;

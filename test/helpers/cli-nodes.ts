@@ -1,7 +1,10 @@
 // fedstate commands as child processes for the CLI tests: one-shot commands (`cli`) and long-running
 // nodes (`node`) whose JSON log lines can be awaited. Every child is killed when the test process exits.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { encodeModel } from '../../src/model/codec.ts';
 
 export const children = new Set<ChildProcess>();
 process.on('exit', () => {
@@ -75,4 +78,26 @@ export function node(args: string[], env: NodeJS.ProcessEnv = {}): CliNode {
       check();
     });
   return { proc, ready, logs, exited, waitLog };
+}
+
+/**
+ * Writes the tiny task module the process tests run (client i moves every weight by i + 1 and reports
+ * (i + 1) * 10 examples) and a 4-weight zero seed model into `dir`; returns their paths.
+ */
+export function writeStepTask(dir: string): { task: string; modelFile: string } {
+  const task = join(dir, 'task.mjs');
+  writeFileSync(
+    task,
+    `export function createTask(ctx) {
+       const step = ctx.index + 1;
+       return {
+         numExamples: step * 10,
+         async train(model) { return { params: { layout: model.layout, data: model.data.map((x) => x + step) }, numExamples: step * 10, metrics: { loss: 1 / step } }; },
+         async validate() { return { numExamples: step * 10, metrics: { accuracy: 0.5 } }; },
+       };
+     }\n`,
+  );
+  const modelFile = join(dir, 'model.bin');
+  writeFileSync(modelFile, encodeModel({ layout: [{ name: 'w', shape: [4] }], data: new Float32Array(4) }));
+  return { task, modelFile };
 }
