@@ -27,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 import WebSocket, { WebSocketServer } from 'ws';
 import { parseFlags } from '../src/util/args.ts';
 import { emitJson } from './lib/json.ts';
+import { chunked, sendPaced } from './lib/raw.ts';
 import { markdownTable } from './lib/table.ts';
 import { GrpcTransport, grpcChannelOptions } from '../src/transport/grpc.ts';
 import { Link } from '../src/transport/link.ts';
@@ -69,12 +70,6 @@ interface Hello {
 // Holder process: serves the same blob over the four paths.
 // ------------------------------------------------------------------------------------------------
 
-function chunksOf(blob: Buffer): Buffer[] {
-  const out: Buffer[] = [];
-  for (let o = 0; o < blob.byteLength; o += CHUNK_BYTES) out.push(blob.subarray(o, Math.min(blob.byteLength, o + CHUNK_BYTES)));
-  return out;
-}
-
 async function serveRawGrpc(chunks: Buffer[]): Promise<string> {
   const server = new grpc.Server(grpcChannelOptions());
   server.addService(rawService, {
@@ -96,17 +91,7 @@ async function serveRawWs(chunks: Buffer[]): Promise<string> {
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, ...wsSocketOptions() });
   await new Promise((r) => wss.once('listening', r));
   wss.on('connection', (ws) => {
-    ws.on('message', () => {
-      // Keep at most WS_HIGH_WATER bytes queued, topping up from each send callback.
-      let next = 0;
-      const pump = (): void => {
-        while (next < chunks.length && ws.bufferedAmount <= WS_HIGH_WATER) ws.send(chunks[next++]!, { binary: true }, pumpLater);
-      };
-      const pumpLater = (err?: Error): void => {
-        if (!err) pump();
-      };
-      pump();
-    });
+    ws.on('message', () => sendPaced(ws, chunks, WS_HIGH_WATER));
   });
   const a = wss.address();
   return `ws://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}/`;
@@ -145,7 +130,7 @@ async function runHolder(mb: number): Promise<void> {
   const blob = Buffer.allocUnsafe(mb * MiB);
   for (let o = 0; o < blob.byteLength; o += 64 * MiB) randomFillSync(blob, o, Math.min(64 * MiB, blob.byteLength - o));
   const hash = createHash('sha256').update(blob).digest('hex');
-  const chunks = chunksOf(blob);
+  const chunks = chunked(blob);
   const endpoints: Endpoints = {
     rawGrpc: await serveRawGrpc(chunks),
     rawWs: await serveRawWs(chunks),

@@ -33,7 +33,8 @@ export function memcpyPath(): RawPath {
   };
 }
 
-function chunked(bytes: Uint8Array): Buffer[] {
+/** The bytes as 1 MiB Buffer views (no copy). */
+export function chunked(bytes: Uint8Array): Buffer[] {
   const out: Buffer[] = [];
   for (let o = 0; o < bytes.byteLength; o += CHUNK_BYTES) {
     out.push(Buffer.from(bytes.buffer, bytes.byteOffset + o, Math.min(CHUNK_BYTES, bytes.byteLength - o)));
@@ -41,20 +42,43 @@ function chunked(bytes: Uint8Array): Buffer[] {
   return out;
 }
 
+/** Sends the chunks over a ws socket keeping at most `highWater` bytes queued, topping up from each send callback. */
+export function sendPaced(ws: WebSocket, chunks: Buffer[], highWater = HIGH_WATER): void {
+  let next = 0;
+  const pump = (): void => {
+    while (next < chunks.length && ws.bufferedAmount <= highWater) ws.send(chunks[next++]!, { binary: true }, later);
+  };
+  const later = (err?: Error): void => {
+    if (!err) pump();
+  };
+  pump();
+}
+
+/** Where a raw path's receiver gathers one transfer. */
+interface Sink {
+  total: number;
+  buffer: Uint8Array;
+  got: number;
+  done: () => void;
+}
+
+const sinkFor = (bytes: Uint8Array, done: () => void): Sink => ({ total: bytes.byteLength, buffer: new Uint8Array(bytes.byteLength), got: 0, done });
+
+function receive(s: Sink, b: Buffer): void {
+  s.buffer.set(b, s.got);
+  s.got += b.byteLength;
+  if (s.got === s.total) s.done();
+}
+
 export async function grpcPath(): Promise<RawPath> {
-  let sink: { total: number; buffer: Uint8Array; got: number; done: () => void } | undefined;
+  let sink: Sink | undefined;
   const server = new grpc.Server(grpcChannelOptions());
   server.addService(
     { push: { path: METHOD, requestStream: true, responseStream: true, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity } },
     {
       push: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
         call.on('error', () => undefined);
-        call.on('data', (b: Buffer) => {
-          const s = sink!;
-          s.buffer.set(b, s.got);
-          s.got += b.byteLength;
-          if (s.got === s.total) s.done();
-        });
+        call.on('data', (b: Buffer) => receive(sink!, b));
         call.on('end', () => call.end());
       },
     },
@@ -67,7 +91,7 @@ export async function grpcPath(): Promise<RawPath> {
   return {
     transfer: (bytes) =>
       new Promise<void>((resolve) => {
-        sink = { total: bytes.byteLength, buffer: new Uint8Array(bytes.byteLength), got: 0, done: resolve };
+        sink = sinkFor(bytes, resolve);
         const chunks = chunked(bytes);
         let next = 0;
         const pump = (): void => {
@@ -89,16 +113,11 @@ export async function grpcPath(): Promise<RawPath> {
 }
 
 export async function wsPath(): Promise<RawPath> {
-  let sink: { total: number; buffer: Uint8Array; got: number; done: () => void } | undefined;
+  let sink: Sink | undefined;
   const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, ...wsSocketOptions() });
   await new Promise((r) => wss.once('listening', r));
   wss.on('connection', (sock) => {
-    sock.on('message', (b: Buffer) => {
-      const s = sink!;
-      s.buffer.set(b, s.got);
-      s.got += b.byteLength;
-      if (s.got === s.total) s.done();
-    });
+    sock.on('message', (b: Buffer) => receive(sink!, b));
   });
   const a = wss.address();
   const ws = new WebSocket(`ws://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}/`, wsSocketOptions());
@@ -109,16 +128,8 @@ export async function wsPath(): Promise<RawPath> {
   return {
     transfer: (bytes) =>
       new Promise<void>((resolve) => {
-        sink = { total: bytes.byteLength, buffer: new Uint8Array(bytes.byteLength), got: 0, done: resolve };
-        const chunks = chunked(bytes);
-        let next = 0;
-        const pump = (): void => {
-          while (next < chunks.length && ws.bufferedAmount <= HIGH_WATER) ws.send(chunks[next++]!, { binary: true }, later);
-        };
-        const later = (err?: Error): void => {
-          if (!err) pump();
-        };
-        pump();
+        sink = sinkFor(bytes, resolve);
+        sendPaced(ws, chunked(bytes));
       }),
     close: async () => {
       ws.close();

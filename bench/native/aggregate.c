@@ -52,8 +52,8 @@ static void *xalloc(size_t bytes) {
   return p;
 }
 
-static void fedavg_naive(float **x, int n, long d, float *out) {
-  double *acc = calloc(d, sizeof(double));
+/* The plain loop both FedAvg references time: acc[i] += w * (double)x[i], then one division. */
+static inline void weighted_mean(double *acc, float **x, int n, long d, float *out) {
   double total = 0;
   for (int k = 0; k < n; k++) {
     const double w = weight(k);
@@ -63,22 +63,18 @@ static void fedavg_naive(float **x, int n, long d, float *out) {
   }
   const double s = 1 / total;
   for (long i = 0; i < d; i++) out[i] = (float)(acc[i] * s);
+}
+
+static void fedavg_naive(float **x, int n, long d, float *out) {
+  double *acc = calloc(d, sizeof(double));
+  weighted_mean(acc, x, n, d, out);
   free(acc);
 }
 
 static double *warm_acc;
 static void fedavg_warm(float **x, int n, long d, float *out) {
-  double *acc = warm_acc;
-  memset(acc, 0, d * sizeof(double));
-  double total = 0;
-  for (int k = 0; k < n; k++) {
-    const double w = weight(k);
-    const float *xk = x[k];
-    total += w;
-    for (long i = 0; i < d; i++) acc[i] += w * (double)xk[i];
-  }
-  const double s = 1 / total;
-  for (long i = 0; i < d; i++) out[i] = (float)(acc[i] * s);
+  memset(warm_acc, 0, d * sizeof(double));
+  weighted_mean(warm_acc, x, n, d, out);
 }
 
 /* The wasm kernel's algorithm: up to 4 updates per pass, dst = src + w0*x0 + w1*x1 + ... per coordinate
