@@ -9,6 +9,7 @@ import { FedError, errorMessage } from '../errors.ts';
 import * as nodeCrypto from 'node:crypto';
 import { createHash, type Hash } from 'node:crypto';
 import { validateEnvelope } from '../protocol/codec.ts';
+import { copyInto } from '../util/shared-copy.ts';
 import type { BlobChunk, BlobRequest, Envelope, Frame, LinkHello } from '../protocol/generated.ts';
 import { OFF_THREAD_MIN_BYTES, hashWorker, type HashWorker } from './off-thread-hash.ts';
 import { CHUNK_BYTES, type BlobSource, type FrameChannel, type PeerIdentity } from './types.ts';
@@ -86,22 +87,6 @@ interface Incoming {
 }
 
 const isControl = (frame: Frame): boolean => frame.kind !== 'blobChunk';
-
-// V8 copies into shared memory with relaxed atomic stores, byte by byte when source and destination are
-// not equally aligned, and a chunk's data sits at an odd offset in its frame (19 bytes in): measured 35
-// ms per 128 MiB against 5.5 for the same copy into ordinary memory. Such copies go through an aligned
-// scratch buffer instead (two fast copies: 9 ms).
-let scratch = new Uint8Array(0);
-function copyInto(dst: Uint8Array, src: Uint8Array, at: number): void {
-  const misaligned = dst.buffer instanceof SharedArrayBuffer && (src.byteOffset - dst.byteOffset - at) % 8 !== 0;
-  if (!misaligned || src.byteLength < 4096) {
-    dst.set(src, at);
-    return;
-  }
-  if (scratch.byteLength < src.byteLength) scratch = new Uint8Array(src.byteLength);
-  scratch.set(src);
-  dst.set(scratch.subarray(0, src.byteLength), at);
-}
 
 /** One-shot sha256 (crypto.hash where Node has it: no Hash object to make and collect). */
 const oneShot = (nodeCrypto as { hash?: (algorithm: string, data: Uint8Array, encoding: 'hex') => string }).hash;

@@ -33,6 +33,7 @@
 // in-place fold at ~0.55 (it reads every update twice from DRAM).
 import { FedError } from '../../errors.ts';
 import { firstNonFinite } from '../../model/params.ts';
+import { bytesOf, copyInto } from '../../util/shared-copy.ts';
 import { encodeModule, op, valType, type FuncDef, type ValType } from './wasm-encoder.ts';
 
 export type KernelKind = 'wasm' | 'js';
@@ -318,7 +319,7 @@ class WasmWeightedSum implements WeightedSum {
       if (this.inboxUsed === INBOX) this.flush();
       const box = this.inbox[this.inboxUsed]!;
       // the padding after `size` is never written, so it stays zero and adds nothing
-      box.set(x);
+      copyInto(bytesOf(box), bytesOf(x), 0);
       at = box.byteOffset;
       if (this.k.check(at, this.padded) !== 0) throw new FedError('not-finite', `update holds a non-finite value at ${firstNonFinite(x)}`);
       this.inboxUsed++;
