@@ -1,7 +1,8 @@
 // Streaming weighted FedAvg (McMahan et al. 2017): sum of weight * update in Float64, divided by the
 // total weight once, in finish(). Memory is O(parameters) whatever the number of updates: 32 bytes per
 // parameter with the wasm kernel (a double-buffered Float64 sum and four Float32 slots for updates
-// waiting to be folded together, see kernels/weighted-sum.ts), 8 with the JS fallback. The same accumulator serves both levels: at a combiner the weights are the clients'
+// waiting to be folded together, see kernels/weighted-sum.ts), 8 with the JS fallback. The same
+// accumulator serves both levels: at a combiner the weights are the clients'
 // num_examples; at the reducer the inputs are combiner models weighted by each combiner's totalWeight,
 // which makes hierarchical FedAvg equal flat FedAvg over the same clients (to Float32 rounding of the
 // combiner models).
@@ -35,18 +36,18 @@ export interface FedAvgOptions {
 
 export class FedAvgAccumulator implements Accumulator {
   private readonly sum: WeightedSum;
-  private n = 0;
   private total = 0;
   private adds = 0;
-  /** Weights of the updates in the sum, by add() position: a deferred refusal recomputes the total from them. */
+  /**
+   * Weights of the updates in the sum, by add() position: their number is the count, and a deferred
+   * refusal recomputes the total from them.
+   */
   private readonly weights = new Map<number, number>();
   /** Staged updates refused when their batch was folded (see FedAvgOptions.onRefused). */
   readonly refused: DeferredRefusal[] = [];
 
   /** Shape under which recycleAccumulator() files this accumulator; undefined: not reusable. */
   readonly recycleKey: string | undefined;
-  readonly stageSlots: number;
-  readonly stageHeadroom: number;
 
   constructor(
     readonly size: number,
@@ -55,16 +56,12 @@ export class FedAvgAccumulator implements Accumulator {
   ) {
     checkSize(size);
     const o = typeof options === 'string' ? { kernel: options } : options;
-    // a callback belongs to one consumer, and another label is another strategy's
-    this.recycleKey = o.onRefused || label !== 'fedavg' ? undefined : shapeKey(size, o);
-    this.stageSlots = o.stageSlots ?? 0;
-    this.stageHeadroom = o.stageHeadroom ?? 0;
+    this.recycleKey = recycleKeyOf(size, o, label);
     this.sum = createWeightedSum(size, {
       kind: o.kernel,
       stageSlots: o.stageSlots,
       stageHeadroom: o.stageHeadroom,
       onRefused: (r) => {
-        this.n--;
         this.forget(r.tag);
         this.refused.push(r);
         o.onRefused?.(r);
@@ -93,12 +90,17 @@ export class FedAvgAccumulator implements Accumulator {
 
   get count(): number {
     this.sum.flush();
-    return this.n;
+    return this.weights.size;
   }
 
   get totalWeight(): number {
     this.sum.flush();
     return this.total;
+  }
+
+  /** Memory the kernel holds (bytes). */
+  get memoryBytes(): number {
+    return this.sum.memoryBytes;
   }
 
   /** Which kernel runs the sum ('wasm' or 'js'). */
@@ -117,13 +119,11 @@ export class FedAvgAccumulator implements Accumulator {
     const tag = this.adds++;
     const before = { total: this.total, refused: this.refused.length };
     this.weights.set(tag, weight);
-    this.n++;
     this.total = total;
     try {
       // refuses a non-finite update before any of it reaches the sum (a staged one: when its batch is folded)
       this.sum.add(update, weight, tag);
     } catch (e) {
-      this.n--;
       // the add may have folded a batch and refused an earlier staged update before refusing this one
       if (this.refused.length === before.refused) {
         this.weights.delete(tag);
@@ -146,7 +146,6 @@ export class FedAvgAccumulator implements Accumulator {
    */
   reset(): void {
     this.sum.reset();
-    this.n = 0;
     this.total = 0;
     this.adds = 0;
     this.weights.clear();
@@ -156,7 +155,7 @@ export class FedAvgAccumulator implements Accumulator {
   /** The weighted mean so far. Does not consume the accumulator: more adds and finishes may follow. */
   finish(): Float32Array {
     this.sum.flush();
-    if (this.n === 0) throw nothingAdded(this.label);
+    if (this.weights.size === 0) throw nothingAdded(this.label);
     return this.sum.scaled(1 / this.total);
   }
 }
@@ -168,7 +167,11 @@ export class FedAvgAccumulator implements Accumulator {
 const RECYCLE_MAX_BYTES = 2 ** 30;
 const recycled: Array<{ key: string; acc: FedAvgAccumulator; bytes: number }> = [];
 
-const shapeKey = (size: number, o: FedAvgOptions): string => `${size}|${o.kernel ?? 'auto'}|${o.stageSlots ?? 0}|${o.stageHeadroom ?? 0}`;
+/** Accumulators of one key are interchangeable; none for one with a consumer's callback, or another strategy's label. */
+function recycleKeyOf(size: number, o: FedAvgOptions, label = 'fedavg'): string | undefined {
+  if (o.onRefused || label !== 'fedavg') return undefined;
+  return `${size}|${o.kernel ?? 'auto'}|${o.stageSlots ?? 0}|${o.stageHeadroom ?? 0}`;
+}
 
 /**
  * Hands back an accumulator its owner is done with (it must not touch it again), for a later begin() of
@@ -177,7 +180,7 @@ const shapeKey = (size: number, o: FedAvgOptions): string => `${size}|${o.kernel
 export function recycleAccumulator(acc: Accumulator): void {
   if (!(acc instanceof FedAvgAccumulator) || acc.recycleKey === undefined) return;
   if (recycled.some((r) => r.acc === acc)) return;
-  const bytes = acc.size * (16 + 4 * (4 + acc.stageSlots)) + acc.stageSlots * acc.stageHeadroom;
+  const bytes = acc.memoryBytes;
   if (bytes > RECYCLE_MAX_BYTES) return;
   recycled.push({ key: acc.recycleKey, acc, bytes });
   let total = recycled.reduce((n, r) => n + r.bytes, 0);
@@ -194,7 +197,7 @@ export function createFedAvg(options: FedAvgOptions = {}): AggregationStrategy {
         stageSlots: ctx.stageSlots ?? options.stageSlots,
         stageHeadroom: ctx.stageHeadroom ?? options.stageHeadroom,
       };
-      const key = o.onRefused ? undefined : shapeKey(ctx.size, o);
+      const key = recycleKeyOf(ctx.size, o);
       const i = key === undefined ? -1 : recycled.findIndex((r) => r.key === key);
       if (i < 0) return new FedAvgAccumulator(ctx.size, o);
       const acc = recycled.splice(i, 1)[0]!.acc;

@@ -48,6 +48,8 @@ export interface DeferredRefusal {
 export interface WeightedSum {
   readonly kind: KernelKind;
   readonly size: number;
+  /** Bytes of memory the kernel holds: sums, inbox and stage slots. */
+  readonly memoryBytes: number;
   /**
    * sum += weight * x (possibly later, in a batch: see flush). An x that is not a stage slot is copied
    * and checked at once: a NaN or an infinity throws FedError('not-finite') and changes nothing. A
@@ -296,6 +298,10 @@ class WasmWeightedSum implements WeightedSum {
     return slotBytes(view, prefix, this.headroom);
   }
 
+  get memoryBytes(): number {
+    return this.mem.buffer.byteLength;
+  }
+
   stage(slot: number): Float32Array {
     const view = this.slotViews[slot];
     if (!view) throw new FedError('config', `stage slot ${slot} does not exist (the accumulator has ${this.slotViews.length})`);
@@ -398,6 +404,10 @@ class JsWeightedSum implements WeightedSum {
 
   stageBytes(slot: number, prefix: number): Uint8Array {
     return slotBytes(this.stage(slot), prefix, this.headroom);
+  }
+
+  get memoryBytes(): number {
+    return this.acc.byteLength + this.slots.reduce((n, v) => n + v.buffer.byteLength, 0);
   }
 
   add(x: Float32Array, weight: number): void {
