@@ -11,6 +11,7 @@ import type { Layout } from '../model/params.ts';
 import type { Accumulator } from '../strategies/types.ts';
 import { planFor } from './strategy.ts';
 import { recycleAccumulator } from '../strategies/fedavg.ts';
+import { BATCH } from '../strategies/kernels/weighted-sum.ts';
 import { hostMachine, type Hosted, type HostOptions } from './host.ts';
 import type { Node } from './node.ts';
 
@@ -54,11 +55,11 @@ interface Aggregation {
 }
 
 /**
- * Stage slots per round: up to 8 (as many as the FedAvg kernel folds per pass; taken in turn, so
- * updates received one after another are folded 8 at a time), within 256 MiB. Uploads beyond that
+ * Stage slots per round: as many as the FedAvg kernel folds per pass (taken in turn, so updates
+ * received one after another are folded a full batch at a time), within 256 MiB. Uploads beyond that
  * arrive into buffers of their own and are copied in.
  */
-const stageSlotsFor = (slotBytes: number): number => Math.max(1, Math.min(8, Math.floor(256 * 2 ** 20 / slotBytes)));
+const stageSlotsFor = (slotBytes: number): number => Math.max(1, Math.min(BATCH, Math.floor(256 * 2 ** 20 / slotBytes)));
 
 /**
  * A free stage slot to receive an update of `expected` encoded bytes into, or undefined (no slots, all

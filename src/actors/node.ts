@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { FedError, errorMessage } from '../errors.ts';
 import type { Envelope, Message } from '../protocol/generated.ts';
-import { Link, type LinkOptions } from '../transport/link.ts';
+import { Link, type FetchBlobOptions, type LinkOptions } from '../transport/link.ts';
 import type { FrameChannel, Listener, PeerIdentity, Transport } from '../transport/types.ts';
 import { MemoryBlobs, type BlobStore } from './blobs.ts';
 import { mayHost, verifyToken } from '../security/token.ts';
@@ -135,11 +135,7 @@ export class Node extends EventEmitter<NodeEvents> {
   }
 
   /** Pulls a blob from the node hosting `peer` (or returns the local copy); bytes are hash-verified. */
-  async fetchBlob(
-    peer: string,
-    hash: string,
-    opts: { maxBytes?: number; remoteOnly?: boolean; into?: (total: number) => Uint8Array | undefined } = {},
-  ): Promise<Uint8Array> {
+  async fetchBlob(peer: string, hash: string, opts: FetchBlobOptions & { remoteOnly?: boolean } = {}): Promise<Uint8Array> {
     // remoteOnly: the bytes must come from that peer (an update is the peer's own work, even if it
     // happens to equal something this node already holds, such as the global model)
     const found = opts.remoteOnly ? undefined : this.blobs.get(hash);

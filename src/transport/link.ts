@@ -62,6 +62,13 @@ export interface LinkOptions {
   answerHello?: boolean;
 }
 
+export interface FetchBlobOptions {
+  /** The most bytes the peer may announce for the blob. */
+  maxBytes?: number;
+  /** Given the announced size, a buffer of exactly that many bytes to receive into, or undefined (see fetchBlob). */
+  into?: (total: number) => Uint8Array | undefined;
+}
+
 interface Outgoing {
   bytes: Uint8Array;
   offset: number;
@@ -183,7 +190,7 @@ export class Link {
    * faults of a fresh allocation; a SharedArrayBuffer-backed one is also hashed off-thread. If the
    * fetch fails, what that buffer holds is unspecified.
    */
-  fetchBlob(hash: string, opts: { maxBytes?: number; into?: (total: number) => Uint8Array | undefined } = {}): Promise<Uint8Array> {
+  fetchBlob(hash: string, opts: FetchBlobOptions = {}): Promise<Uint8Array> {
     if (this.closed) return Promise.reject(this.closeError ?? new FedError('closed', 'link closed'));
     const streamId = this.nextStream++;
     return new Promise((resolve, reject) => {
