@@ -30,7 +30,7 @@ import { initialParams } from '../src/cli/tf-setup.ts';
 import { FedError } from '../src/errors.ts';
 import { encodeModel } from '../src/model/codec.ts';
 import { openStore, verifyTrail } from '../src/store/index.ts';
-import { parseNodeSpec, writeDevPki } from '../src/security/certs.ts';
+import { writeFederationPki } from '../src/security/dev-federation.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const cli = join(root, 'src', 'cli.ts');
@@ -400,8 +400,7 @@ export async function runProcesses(o: ProcessRunOptions): Promise<ProcessRunResu
 
   // With --tls: a CA and one certificate per node; listeners require client certificates (mutual TLS),
   // so every link is authenticated by certificate as well as by token.
-  const addresses = ['reducer/main', ...Array.from({ length: o.combiners }, (_, i) => `combiner/c${i + 1}`), ...Array.from({ length: o.clients }, (_, i) => `client/k${i + 1}`)];
-  const pki = o.tls ? await writeDevPki(join(o.out, 'pki'), addresses.map(parseNodeSpec)) : undefined;
+  const pki = o.tls ? await writeFederationPki(join(o.out, 'pki'), o) : undefined;
   const tlsArgs = (address: string, listens: boolean): string[] => {
     const n = pki?.nodes.find((x) => `${x.role}/${x.name}` === address);
     if (!pki || !n) return [];

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { createTransport } from '../transport/registry.ts';
 import { loadTlsFiles } from '../transport/tls.ts';
 import type { Transport } from '../transport/types.ts';
-import { parseNodeSpec, writeDevPki } from './certs.ts';
+import { parseNodeSpec, writeDevPki, type DevPki } from './certs.ts';
 
 export interface SecureFederationSettings {
   /** Transport factory for startFederation: each node its own certificate. */
@@ -20,11 +20,19 @@ export interface SecureFederationSettings {
   dir: string;
 }
 
+/**
+ * A development CA and one certificate per node of a sandbox federation (reducer/main, combiner/c1..,
+ * client/k1..), written to `dir`.
+ */
+export function writeFederationPki(dir: string, size: { combiners: number; clients: number }): Promise<DevPki> {
+  const addresses = ['reducer/main', ...Array.from({ length: size.combiners }, (_, i) => `combiner/c${i + 1}`), ...Array.from({ length: size.clients }, (_, i) => `client/k${i + 1}`)];
+  return writeDevPki(dir, addresses.map(parseNodeSpec));
+}
+
 export async function secureFederation(kind: 'grpc' | 'ws', size: { combiners: number; clients: number }): Promise<SecureFederationSettings> {
   const dir = mkdtempSync(join(tmpdir(), 'fedstate-tls-'));
   process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-  const addresses = ['reducer/main', ...Array.from({ length: size.combiners }, (_, i) => `combiner/c${i + 1}`), ...Array.from({ length: size.clients }, (_, i) => `client/k${i + 1}`)];
-  const pki = await writeDevPki(dir, addresses.map(parseNodeSpec));
+  const pki = await writeFederationPki(dir, size);
   const files = new Map(pki.nodes.map((n) => [`${n.role}/${n.name}`, n]));
   return {
     transport: (address) => {
