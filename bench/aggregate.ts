@@ -10,7 +10,7 @@
 //   fedavgRatio          streaming FedAvg (wasm kernel) over updates resident in the kernel's memory (stage
 //                        slots, the zero-copy path), as C's updates are resident in its own, vs the plain C
 //                        loop acc[i] += w * (double)x[i]; both accumulators already mapped in (C: allocated
-//                        before the clock; TS: an accumulator reset() between rounds). The kernel folds 4
+//                        before the clock; TS: an accumulator reset() between rounds). The kernel folds 16
 //                        waiting updates per pass and checks every value for NaN/Inf, which C does not.
 //   fedavgCopyRatio      the same through add() of ordinary JS Float32Arrays, which copies each update into
 //                        wasm memory and checks it there before add() returns (the copy alone costs most
@@ -312,7 +312,7 @@ row('fedavg JS fallback', cBest?.fedavgWarmMs, best.fedavgJs, result.fedavgJsRat
 row('plain JS loop', cBest?.fedavgNaiveMs, best.plainJs, result.plainJsRatio, '(calibration)');
 row('median', cBest?.medianMs, best.median, result.medianRatio, result.checksumsAgree.median);
 row('trimmed mean 0.1', cBest?.trimmedMeanMs, best.trimmedMean, result.trimmedMeanRatio, result.checksumsAgree.trimmedMean);
-console.log(`C, other FedAvg loops: batched like the wasm kernel (4 per pass, checked, double-buffered) ${f(cBest?.fedavgBatchedMs)} ms, Float32 running mean ${f(cBest?.fedavgF32IncMs)} ms`);
+console.log(`C, other FedAvg loops: batched like the wasm kernel (16 per pass, every value checked, double-buffered) ${f(cBest?.fedavgBatchedMs)} ms, Float32 running mean ${f(cBest?.fedavgF32IncMs)} ms`);
 console.log(
   `accuracy over 1000 updates (max error in Float32 ulps / share exactly rounded): Float64 sum ${f(acc.f64MaxUlps, 2)} / ${f(acc.f64ExactFraction * 100)}%,` +
     ` Float32 running mean ${f(acc.f32IncMaxUlps, 2)} / ${f(acc.f32IncExactFraction * 100)}%`,

@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
 import { FedAvgAccumulator, createFedAvg, recycleAccumulator, weightedMean } from '../src/strategies/fedavg.ts';
-import { createWeightedSum, wasmAvailable, type KernelKind } from '../src/strategies/kernels/weighted-sum.ts';
+import { BATCH, createWeightedSum, wasmAvailable, type KernelKind } from '../src/strategies/kernels/weighted-sum.ts';
 import { isFedError, type ErrorCode } from '../src/errors.ts';
 import { tryAdd } from '../src/strategies/index.ts';
 import { decodeModel, encodeModel } from '../src/model/codec.ts';
@@ -270,21 +270,23 @@ test('zero-copy stage slots: same bits as the copy path, exact refusal, reusable
 });
 
 test('batched staged folds: mixed staged, copied and non-finite updates give the sequential result bit for bit', () => {
+  // more slots than a batch, so full batches and every shorter one are folded
+  const SLOTS = BATCH + 4;
   const poison = fc.constantFrom(NaN, Infinity, -Infinity);
   const step = (d: number) =>
     fc.record({
       x: fc.array(f32, { minLength: d, maxLength: d }).map((a) => Float32Array.from(a)),
       w: weight,
       staged: fc.boolean(),
-      slot: fc.integer({ min: 0, max: 2 }),
+      slot: fc.integer({ min: 0, max: SLOTS - 1 }),
       bad: fc.option(fc.tuple(fc.nat(d - 1), poison), { freq: 4 }),
     });
-  const plan = fc.integer({ min: 1, max: 70 }).chain((d) => fc.array(step(d), { minLength: 1, maxLength: 14 }));
+  const plan = fc.integer({ min: 1, max: 70 }).chain((d) => fc.array(step(d), { minLength: 1, maxLength: 2 * BATCH + 8 }));
   fc.assert(
     fc.property(plan, (steps) => {
       const d = steps[0]!.x.length;
       const refused: number[] = [];
-      const acc = new FedAvgAccumulator(d, { kernel: 'wasm', stageSlots: 3, onRefused: (r) => refused.push(r.tag) });
+      const acc = new FedAvgAccumulator(d, { kernel: 'wasm', stageSlots: SLOTS, onRefused: (r) => refused.push(r.tag) });
       const seq = new FedAvgAccumulator(d, 'js');
       const wantRefused: number[] = [];
       steps.forEach((s, tag) => {
@@ -305,6 +307,39 @@ test('batched staged folds: mixed staged, copied and non-finite updates give the
       assert.equal(refused, wantRefused);
       if (seq.count > 0) assert.equal(acc.finish(), seq.finish());
       else expectCode('bad-weight', () => acc.finish());
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test('every batch size, 1 to BATCH staged updates in one pass, with or without a poisoned one, folds like the sequential kernel', () => {
+  const plan = fc
+    .record({ d: fc.integer({ min: 1, max: 70 }), k: fc.integer({ min: 1, max: BATCH }) })
+    .chain(({ d, k }) =>
+      fc.record({
+        xs: fc.array(fc.array(f32, { minLength: d, maxLength: d }), { minLength: k, maxLength: k }),
+        ws: fc.array(weight, { minLength: k, maxLength: k }),
+        bad: fc.option(fc.tuple(fc.nat(k - 1), fc.nat(d - 1), fc.constantFrom(NaN, Infinity, -Infinity)), { freq: 3 }),
+      }),
+    );
+  fc.assert(
+    fc.property(plan, ({ xs, ws, bad }) => {
+      const d = xs[0]!.length;
+      const refused: number[] = [];
+      const acc = new FedAvgAccumulator(d, { kernel: 'wasm', stageSlots: BATCH, onRefused: (r) => refused.push(r.tag) });
+      const seq = new FedAvgAccumulator(d, 'js');
+      seq.add(new Float32Array(d).fill(0.5), 3); // a non-zero sum to fold onto
+      acc.add(new Float32Array(d).fill(0.5), 3);
+      xs.forEach((values, i) => {
+        const slot = acc.stage(i);
+        slot.set(values);
+        if (bad && bad[0] === i) slot[bad[1]] = bad[2];
+        if (!bad || bad[0] !== i) seq.add(slot.slice(), ws[i]!);
+        acc.add(slot, ws[i]!);
+      });
+      assert.equal(acc.finish(), seq.finish()); // folds the waiting batch, so refusals are known after it
+      assert.equal(refused, bad ? [bad[0] + 1] : []);
+      assert.is(acc.count, seq.count);
     }),
     { numRuns: 300 },
   );

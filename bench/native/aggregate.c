@@ -9,7 +9,7 @@
  *                 on a calloc'ed accumulator (fresh pages, so the timing includes first-touch page faults).
  * fedavg_warm:    the same loop on an accumulator allocated and touched once before the clock starts
  *                 (zeroed with memset inside the timing), as a combiner reusing its accumulator would.
- * fedavg_batched: the algorithm of the wasm kernel (src/strategies/kernels/weighted-sum.ts): 4 updates
+ * fedavg_batched: the algorithm of the wasm kernel (src/strategies/kernels/weighted-sum.ts): 16 updates
  *                 per pass, next = acc + w0*x0 + ... + w3*x3 with every value checked; swap when clean.
  * fedavg_f32inc:  running mean in float, m += (w / W_k) * (x - m) (FEDn's increment_average), for the
  *                 Float64-sum-versus-running-mean choice.
@@ -77,9 +77,9 @@ static void fedavg_warm(float **x, int n, long d, float *out) {
   weighted_mean(warm_acc, x, n, d, out);
 }
 
-/* The wasm kernel's algorithm: up to 4 updates per pass, dst = src + w0*x0 + w1*x1 + ... per coordinate
+/* The wasm kernel's algorithm: up to BATCH updates per pass, dst = src + w0*x0 + w1*x1 + ... per coordinate
  * (in that order), every value checked (x - x != 0 for NaN/Inf), into the spare buffer; swap when clean. */
-#define BATCH 4
+#define BATCH 16
 static void fedavg_batched(float **x, int n, long d, float *out) {
   double *a = calloc(d, sizeof(double)), *b = calloc(d, sizeof(double));
   double total = 0;

@@ -29,7 +29,7 @@
 //
 // Measured (bench/aggregate.ts, 100 x 1M parameters, 2-core EPYC, same run as gcc -O3 -march=native):
 // one update per pass, double-buffered, ran at 0.51-0.57 of the plain C loop; four per pass at
-// 0.66-0.69; eight per pass with the check on the result at 0.70-0.72; a separate check pass before an
+// 0.66-0.69; eight per pass with the check on the result at 0.70-0.72, sixteen at 0.8-0.9; a separate check pass before an
 // in-place fold at ~0.55 (it reads every update twice from DRAM).
 import { FedError } from '../../errors.ts';
 import { firstNonFinite } from '../../model/params.ts';
@@ -110,11 +110,13 @@ const checkFn: FuncDef = {
   ],
 };
 
-// Updates folded per pass over the sum (see the header). 8 keeps every operand in the 16 SIMD registers
-// of x86-64; per 100 updates of 1M parameters it is ~4% faster than 4, and 4 ~2x faster than 1.
-export const BATCH = 8;
+// Updates folded per pass over the sum (see the header). Measured per 100 updates of 1M parameters on
+// the 2-core EPYC (fold time of the zero-copy path): 8 per pass 18 ms, 12 15.5 ms, 16 15 ms, 20 16.5 ms,
+// 32 18 ms. Past 16 it slows again, likely from spills: 16 weights plus the sums already exceed the 16
+// SIMD registers V8 allocates, and each extra update adds a stream the prefetchers must follow.
+export const BATCH = 16;
 // Inbox slots for copies of ordinary arrays: a full inbox folds the batch early, so copied updates go 4
-// per pass while staged ones go 8, and the copy path costs 16 bytes per parameter, not 32.
+// per pass while staged ones go up to BATCH, and the copy path costs 16 bytes per parameter, not 32.
 const INBOX = 4;
 const highToLow = [8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15];
 
