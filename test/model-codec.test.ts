@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
-import { decodeModel, encodeModel, MAX_HEADER_BYTES } from '../src/model/codec.ts';
+import { decodeModel, encodeModel, encodeModelFrom, MAX_HEADER_BYTES } from '../src/model/codec.ts';
 import { contentHash, modelId, verifyHash } from '../src/model/hash.ts';
 import { firstNonFinite, layoutSize, makeParams, type Layout, type Params } from '../src/model/params.ts';
 import { isFedError, type ErrorCode } from '../src/errors.ts';
@@ -98,6 +98,26 @@ test('property: any layout and any float bits round-trip, and re-encoding reprod
     }),
     { numRuns: 300 },
   );
+});
+
+test('property: encodeModelFrom writes in place what encodeModel copies: the same bytes, the section handed over zeroed', () => {
+  fc.assert(
+    fc.property(paramsArb, (p) => {
+      let seen: Float32Array | undefined;
+      const bytes = encodeModelFrom(p.layout, (data) => {
+        assert.is(data.length, p.data.length);
+        assert.ok(data.every((v) => v === 0));
+        seen = data;
+        data.set(p.data);
+      });
+      assert.ok(Buffer.from(bytes).equals(Buffer.from(encodeModel(p))));
+      // the array written is the encoded bytes' data section itself, not a copy of it
+      assert.is(seen!.buffer, bytes.buffer);
+      assert.equal(bitsOf(decodeModel(bytes).data), bitsOf(p.data));
+    }),
+    { numRuns: 100 },
+  );
+  expectRefusal('bad layout', ['malformed'], () => encodeModelFrom([{ name: 'w', shape: [-3] }], () => undefined));
 });
 
 test('property: decoding from any byte offset (aligned or not) gives the same model', () => {

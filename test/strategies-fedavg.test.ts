@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { FedAvgAccumulator, createFedAvg, recycleAccumulator, weightedMean } from '../src/strategies/fedavg.ts';
 import { BATCH, createWeightedSum, wasmAvailable, type KernelKind } from '../src/strategies/kernels/weighted-sum.ts';
 import { isFedError, type ErrorCode } from '../src/errors.ts';
-import { tryAdd } from '../src/strategies/index.ts';
+import { createMedian, finishInto, tryAdd } from '../src/strategies/index.ts';
 import { decodeModel, encodeModel } from '../src/model/codec.ts';
 import { expectCode } from './helpers/expect-code.ts';
 
@@ -343,6 +343,33 @@ test('every batch size, 1 to BATCH staged updates in one pass, with or without a
     }),
     { numRuns: 300 },
   );
+});
+
+test('finishInto: FedAvg writes the mean into the given array, bit for bit finish(); others through one copy', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 50 }), fc.integer({ min: 1, max: 6 }), fc.integer({ min: 0, max: 7 }), (d, n, skew) => {
+      const xs = Array.from({ length: n }, (_, k) => Float32Array.from({ length: d }, (_, i) => Math.sin(i * 7 + k) * 100));
+      for (const kernel of kernels) {
+        const acc = new FedAvgAccumulator(d, kernel);
+        xs.forEach((x, k) => acc.add(x, k + 1));
+        // an array at any 4-byte offset of plain memory, as an encoded model's data section is
+        const out = new Float32Array(new ArrayBuffer(4 * (d + skew)), 4 * skew, d);
+        assert.is(finishInto(acc, out), out);
+        assert.equal(out, acc.finish());
+      }
+      const median = createMedian().begin({ size: d });
+      xs.forEach((x) => median.add(x, 1));
+      assert.equal(finishInto(median, new Float32Array(d)), median.finish());
+    }),
+    { numRuns: 100 },
+  );
+  const acc = new FedAvgAccumulator(3);
+  acc.add(Float32Array.of(1, 2, 3), 1);
+  expectCode('wrong-shape', () => finishInto(acc, new Float32Array(2)));
+  const median = createMedian().begin({ size: 3 });
+  median.add(Float32Array.of(1, 2, 3), 1);
+  expectCode('wrong-shape', () => finishInto(median, new Float32Array(4)));
+  expectCode('bad-weight', () => finishInto(new FedAvgAccumulator(3), new Float32Array(3)));
 });
 
 test('stageBytes: a whole encoded model received into it decodes to the slot itself, folded without a copy', () => {

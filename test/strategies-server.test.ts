@@ -69,6 +69,11 @@ test('fedavg server step is the identity on the aggregate', () => {
       assert.is(state.round, aggs.length);
     }),
   );
+  // the aggregate comes back as it is (no copy), so the reducer can store the bytes it was written into
+  const agg = Float32Array.of(1, 2);
+  assert.is(createFedAvgServer().step(Float32Array.of(0, 0), agg, undefined).params, agg);
+  expectCode('not-finite', () => createFedAvgServer().step(Float32Array.of(0, 0), Float32Array.of(1, NaN), undefined));
+  expectCode('wrong-shape', () => createFedAvgServer().step(Float32Array.of(0), agg, undefined));
 });
 
 test('limit: fedavgm with momentum 0 and lr 1 is FedAvg, every round', () => {

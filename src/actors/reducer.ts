@@ -5,7 +5,7 @@
 import { fromPromise, waitFor, type ActorRefFrom, type SnapshotFrom } from 'xstate';
 import { defaultSessionConfig, reducerMachine, type ReducerInput, type RoundResult, type SessionConfig } from '../../machines/reducer.ts';
 import { FedError } from '../errors.ts';
-import { decodeModel, encodeModel } from '../model/codec.ts';
+import { decodeModel, encodeModel, encodeModelFrom } from '../model/codec.ts';
 import { sameLayout, type Params } from '../model/params.ts';
 import { createMemoryStore } from '../store/memory.ts';
 import type { Store } from '../store/types.ts';
@@ -15,6 +15,7 @@ import { Node, type NodeOptions } from './node.ts';
 import type { Transport } from '../transport/types.ts';
 import { planFor } from './strategy.ts';
 import { recycleAccumulator } from '../strategies/fedavg.ts';
+import { finishInto } from '../strategies/validate.ts';
 import type { ServerOptimizerState } from '../strategies/server-optimizers.ts';
 
 export interface ReducerOptions {
@@ -147,10 +148,13 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
         // Server optimizer state belongs to the global model it produced, so a round that fails after
         // this point (or a crash before the commit) never advances it.
         const state = await store.getState<ServerOptimizerState>(`${OPTIMIZER_KEY}${input.globalModelId}`);
-        const aggregate = acc.finish();
+        // The aggregate is written once, into its encoded model; when the server step is the identity
+        // (FedAvg), those very bytes are the new global model.
+        const aggregateBytes = encodeModelFrom(layout, (data) => finishInto(acc, data));
         recycleAccumulator(acc);
+        const aggregate = decodeModel(aggregateBytes).data;
         const step = plan.server.step(global.data, aggregate, state);
-        const modelId = await store.putBlob(encodeModel({ layout, data: step.params }));
+        const modelId = await store.putBlob(step.params === aggregate ? aggregateBytes : encodeModel({ layout, data: step.params }));
         if (plan.server.name !== 'fedavg') await store.putState(`${OPTIMIZER_KEY}${modelId}`, step.state);
         return { modelId };
       }),

@@ -46,39 +46,45 @@ function headerJson(layout: Layout): string {
   return JSON.stringify({ layout: layout.map((t) => ({ name: t.name, shape: t.shape })) });
 }
 
-function floatBytes(data: Float32Array): Uint8Array {
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-}
-
-/** Reverses each 4-byte group: float32 byte order on a big-endian host. */
-function swap32(bytes: Uint8Array): Uint8Array {
-  const out = new Uint8Array(bytes.length);
-  for (let i = 0; i < bytes.length; i += 4) {
-    out[i] = bytes[i + 3]!;
-    out[i + 1] = bytes[i + 2]!;
-    out[i + 2] = bytes[i + 1]!;
-    out[i + 3] = bytes[i]!;
+/** Reverses each 4-byte group in place: float32 byte order on a big-endian host. */
+function swap32(bytes: Uint8Array): void {
+  for (let i = 0; i + 3 < bytes.length; i += 4) {
+    const a = bytes[i]!;
+    const b = bytes[i + 1]!;
+    bytes[i] = bytes[i + 3]!;
+    bytes[i + 1] = bytes[i + 2]!;
+    bytes[i + 2] = b;
+    bytes[i + 3] = a;
   }
-  return out;
 }
 
 export function encodeModel(p: Params): Uint8Array {
-  // Rebuilding the layout drops any extra properties, which would otherwise change the hash.
-  const layout = checkLayout(p.layout);
-  const expected = layoutSize(layout);
+  const size = layoutSize(checkLayout(p.layout));
   if (!(p.data instanceof Float32Array)) throw new FedError('malformed', 'model data must be a Float32Array');
-  if (p.data.length !== expected) {
-    throw new FedError('wrong-shape', `layout holds ${expected} parameters, data has ${p.data.length}`, { expected, actual: p.data.length });
+  if (p.data.length !== size) {
+    throw new FedError('wrong-shape', `layout holds ${size} parameters, data has ${p.data.length}`, { expected: size, actual: p.data.length });
   }
+  return encodeModelFrom(p.layout, (data) => data.set(p.data));
+}
+
+/**
+ * Encodes a model whose parameters `write` puts straight into the encoded bytes' data section (a
+ * Float32Array of the layout's size, zeroed): an aggregate is written once, where it will be stored,
+ * instead of into an array of its own that is then copied.
+ */
+export function encodeModelFrom(layoutIn: Layout, write: (data: Float32Array) => void): Uint8Array {
+  // Rebuilding the layout drops any extra properties, which would otherwise change the hash.
+  const layout = checkLayout(layoutIn);
+  const size = layoutSize(layout);
   const header = new TextEncoder().encode(headerJson(layout));
   if (header.length > MAX_HEADER_BYTES) throw new FedError('oversized', `model header of ${header.length} bytes exceeds ${MAX_HEADER_BYTES}`);
   const dataOffset = align4(PREFIX_BYTES + header.length);
-  const out = new Uint8Array(dataOffset + p.data.byteLength);
+  const out = new Uint8Array(dataOffset + size * 4);
   out.set(MAGIC, 0);
   new DataView(out.buffer).setUint32(4, header.length, true);
   out.set(header, PREFIX_BYTES);
-  const raw = floatBytes(p.data);
-  out.set(hostIsLittleEndian ? raw : swap32(raw), dataOffset);
+  write(new Float32Array(out.buffer, dataOffset, size));
+  if (!hostIsLittleEndian) swap32(out.subarray(dataOffset));
   return out;
 }
 
@@ -128,7 +134,11 @@ export function decodeModel(bytes: Uint8Array, options: DecodeOptions = {}): Par
     });
   }
   const section = bytes.subarray(dataOffset);
-  if (!hostIsLittleEndian) return { layout, data: new Float32Array(swap32(section).buffer) };
+  if (!hostIsLittleEndian) {
+    const copy = section.slice();
+    swap32(copy);
+    return { layout, data: new Float32Array(copy.buffer) };
+  }
   const aligned = (bytes.byteOffset + dataOffset) % 4 === 0;
   if (aligned && !options.copy) return { layout, data: new Float32Array(bytes.buffer, bytes.byteOffset + dataOffset, expected) };
   // slice() copies into a fresh, hence aligned, ArrayBuffer

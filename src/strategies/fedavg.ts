@@ -154,9 +154,14 @@ export class FedAvgAccumulator implements Accumulator {
 
   /** The weighted mean so far. Does not consume the accumulator: more adds and finishes may follow. */
   finish(): Float32Array {
+    return this.finishInto();
+  }
+
+  /** As finish(), written into `out` (`size` floats, e.g. an encoded model's data section) when given. */
+  finishInto(out?: Float32Array): Float32Array {
     this.sum.flush();
     if (this.weights.size === 0) throw nothingAdded(this.label);
-    return this.sum.scaled(1 / this.total);
+    return this.sum.scaled(1 / this.total, out);
   }
 }
 

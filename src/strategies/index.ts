@@ -51,5 +51,5 @@ export {
   type ServerOptimizerState,
 } from './server-optimizers.ts';
 export { DEFAULT_MAX_UPDATES } from './buffered.ts';
-export { tryAdd } from './validate.ts';
+export { finishInto, tryAdd } from './validate.ts';
 export { createWeightedSum, wasmAvailable, type KernelKind, type WeightedSum } from './kernels/weighted-sum.ts';

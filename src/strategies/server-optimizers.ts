@@ -63,10 +63,14 @@ export interface FedOptOptions {
 export const fedAvgMDefaults: Readonly<FedAvgMOptions> = { lr: 1, momentum: 0.9 };
 export const fedOptDefaults: Readonly<FedOptOptions> = { lr: 1e-3, beta1: 0.9, beta2: 0.99, tau: 1e-4 };
 
-function checkInputs(name: string, global: Float32Array, aggregate: Float32Array): void {
+function checkShapes(name: string, global: Float32Array, aggregate: Float32Array): void {
   if (!(global instanceof Float32Array) || !(aggregate instanceof Float32Array) || global.length !== aggregate.length) {
     throw new FedError('wrong-shape', `${name}: global has ${global?.length} parameters, aggregate ${aggregate?.length}`);
   }
+}
+
+function checkInputs(name: string, global: Float32Array, aggregate: Float32Array): void {
+  checkShapes(name, global, aggregate);
   checkFinite(global, 'global model');
   checkFinite(aggregate, 'aggregate');
 }
@@ -91,9 +95,11 @@ export function createFedAvgServer(): ServerOptimizer<FedAvgServerState> {
   return {
     name: 'fedavg',
     step(global, aggregate, state) {
-      checkInputs('fedavg', global, aggregate);
+      // the global model's values play no part in the identity step: only its shape is checked
+      checkShapes('fedavg', global, aggregate);
+      checkFinite(aggregate, 'aggregate');
       if (state) checkState('fedavg', state, [], global.length);
-      return { params: aggregate.slice(), state: { kind: 'fedavg', round: (state?.round ?? 0) + 1 } };
+      return { params: aggregate, state: { kind: 'fedavg', round: (state?.round ?? 0) + 1 } };
     },
   };
 }

@@ -10,6 +10,12 @@ export interface Accumulator {
   /** The aggregate of everything added. Throws FedError('bad-weight') when nothing (or no weight) was added. */
   finish(): Float32Array;
   /**
+   * Optional, FedAvg: as finish(), but writes the aggregate into `out` (`size` floats) and returns it,
+   * so it can land straight in an encoded model (encodeModelFrom) without an array of its own. Use
+   * through finishInto() in ./index.ts, which falls back to finish() and a copy.
+   */
+  finishInto?(out: Float32Array): Float32Array;
+  /**
    * Optional zero-copy input: a buffer of `size` floats to write the next update into (e.g. decode the
    * model bytes straight into it) and then pass to add(), which skips its defensive copy.
    * FedAvg: slot `slot` (0 <= slot < ctx.stageSlots) inside the wasm kernel's memory, reusable as soon
@@ -44,7 +50,10 @@ export interface AggregationStrategy {
   begin(ctx: AggregationContext): Accumulator;
 }
 
-/** Server-side step at the reducer, applied to the reduced combiner models (FedAvg: take the aggregate). */
+/**
+ * Server-side step at the reducer, applied to the reduced combiner models (FedAvg: take the aggregate).
+ * `params` may be `aggregate` itself (FedAvg returns it as is); a step never writes to its inputs.
+ */
 export interface ServerOptimizer<State = unknown> {
   readonly name: string;
   step(global: Float32Array, aggregate: Float32Array, state: State | undefined): { params: Float32Array; state: State };

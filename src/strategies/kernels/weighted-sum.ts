@@ -58,8 +58,8 @@ export interface WeightedSum {
   add(x: Float32Array, weight: number, tag?: number): void;
   /** Folds every update add() has kept waiting; stage slots are free again afterwards. */
   flush(): void;
-  /** Float32(sum * scale), a fresh array (flushes first). */
-  scaled(scale: number): Float32Array;
+  /** Float32(sum * scale) into `into` (`size` floats) or else a fresh array (flushes first). */
+  scaled(scale: number, into?: Float32Array): Float32Array;
   /** A copy of the Float64 sum (for tests and for checkpointing; flushes first). */
   snapshot(): Float64Array;
   /** Back to an empty sum, dropping waiting updates, keeping the memory (already mapped in). */
@@ -244,6 +244,12 @@ function slotBytes(view: Float32Array, prefix: number, headroom: number): Uint8A
   return new Uint8Array(view.buffer, view.byteOffset - prefix, prefix + view.byteLength);
 }
 
+function checkInto(into: Float32Array, size: number): void {
+  if (!(into instanceof Float32Array) || into.length !== size) {
+    throw new FedError('wrong-shape', `the aggregate has ${size} parameters; the array to write it into has ${into?.length}`);
+  }
+}
+
 interface Waiting {
   at: number;
   weight: number;
@@ -365,11 +371,14 @@ class WasmWeightedSum implements WeightedSum {
     return fold(this.next, this.cur, ...batch.map((w) => w.at), this.padded, ...batch.map((w) => w.weight));
   }
 
-  scaled(scale: number): Float32Array {
+  scaled(scale: number, into?: Float32Array): Float32Array {
     this.flush();
     const out = this.inbox[0]!;
     this.k.scale(out.byteOffset, this.cur, this.padded, scale);
-    return out.slice();
+    if (!into) return out.slice();
+    checkInto(into, this.size);
+    copyInto(bytesOf(into), bytesOf(out), 0);
+    return into;
   }
 
   snapshot(): Float64Array {
@@ -426,8 +435,9 @@ class JsWeightedSum implements WeightedSum {
     // nothing waits: every add() folds at once
   }
 
-  scaled(scale: number): Float32Array {
-    const out = new Float32Array(this.size);
+  scaled(scale: number, into?: Float32Array): Float32Array {
+    const out = into ?? new Float32Array(this.size);
+    checkInto(out, this.size);
     const { acc } = this;
     for (let i = 0; i < out.length; i++) out[i] = acc[i]! * scale;
     return out;
