@@ -34,12 +34,14 @@ test('in-process federation: 2 combiners, 5 clients, hierarchical FedAvg gives t
     const stats = fed.combiners.map((c) => c.stats);
     assert.is(stats.reduce((n, s) => n + s.updatesInPlace, 0), 10, JSON.stringify(stats));
     assert.is(stats.reduce((n, s) => n + s.updatesCopied, 0), 0);
+    // and each combiner model straight into the reducer's stage slot: 2 combiners x 2 rounds
+    assert.equal(fed.reducer.stats, { combinerModelsInPlace: 4, combinerModelsCopied: 0 });
   } finally {
     await fed.close();
   }
 });
 
-test('20 clients on one combiner: updates land in stage slots (8, reused), the rest are copied; the mean is exact', async () => {
+test('20 clients on one combiner: updates land in stage slots (reused), the rest are copied; the mean is exact', async () => {
   // integer values and weights: every partial sum is exact in Float64, so the result cannot depend on
   // the order in which updates arrive or are batched, and must equal the weighted mean bit for bit
   const n = 20;

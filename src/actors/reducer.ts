@@ -61,6 +61,8 @@ export interface ReducerHandle {
   /** Resolves when the current session reaches done, failed or stopped. */
   finished(): Promise<SessionSummary>;
   globalModel(): Promise<Params>;
+  /** Combiner models received straight into the reducer's FedAvg stage slot, and those copied in. */
+  stats: { combinerModelsInPlace: number; combinerModelsCopied: number };
   close(): Promise<void>;
 }
 
@@ -123,28 +125,42 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
   const resume = await resumeInput(store);
   const head = await store.trailHead();
 
+  const stats = { combinerModelsInPlace: 0, combinerModelsCopied: 0 };
+
   const logic = reducerMachine.provide({
     actors: {
       reduce: fromPromise(async ({ input }) => {
         const session = hosted.actor.getSnapshot().context.session;
         const plan = planFor(session?.strategy ?? 'fedavg');
-        let acc: ReturnType<typeof plan.reducer.begin> | undefined;
-        let layout: Params['layout'] | undefined;
-        for (const report of input.reports) {
-          const model = decodeModel(await node.fetchBlob(report.combiner, report.modelId));
-          if (!layout) {
-            layout = model.layout;
-            acc = plan.reducer.begin({ size: model.data.length, expected: input.reports.length });
-          } else if (!sameLayout(layout, model.layout)) {
-            throw new FedError('wrong-shape', `combiner model ${report.modelId.slice(0, 12)} has a different layout`);
-          }
-          // weighted by the combiner's total number of examples: hierarchical FedAvg equals flat FedAvg
-          acc!.add(model.data, report.totalWeight);
-        }
-        if (!acc || !layout) throw new FedError('bad-weight', 'no combiner models to reduce');
+        if (input.reports.length === 0) throw new FedError('bad-weight', 'no combiner models to reduce');
         const globalBytes = await store.getBlob(input.globalModelId);
         if (!globalBytes) throw new FedError('not-found', `global model ${input.globalModelId} not in store`);
         const global = decodeModel(globalBytes);
+        const layout = global.layout;
+        const size = global.data.length;
+        // A combiner model has the global model's layout, so it encodes to as many bytes: it is received
+        // straight into a stage slot of the accumulator (FedAvg), its data section landing on the slot,
+        // and folded there without a fresh buffer or a copy.
+        const headroom = globalBytes.byteLength - size * 4;
+        const acc = plan.reducer.begin({ size, expected: input.reports.length, stageSlots: 1, stageHeadroom: headroom });
+        const given: Uint8Array[] = []; // the slot handed to the fetch in progress, if any
+        const into = (total: number): Uint8Array | undefined => {
+          const slot = acc.stageBytes && total === globalBytes.byteLength ? acc.stageBytes(0, headroom) : undefined;
+          if (slot) given.push(slot);
+          return slot;
+        };
+        for (const report of input.reports) {
+          given.length = 0;
+          const model = decodeModel(await node.fetchBlob(report.combiner, report.modelId, { into }));
+          const slot = given[0];
+          if (slot && model.data.buffer === slot.buffer && model.data.byteOffset === slot.byteOffset + headroom) stats.combinerModelsInPlace++;
+          else stats.combinerModelsCopied++;
+          if (!sameLayout(layout, model.layout)) {
+            throw new FedError('wrong-shape', `combiner model ${report.modelId.slice(0, 12)} does not have the global model's layout`);
+          }
+          // weighted by the combiner's total number of examples: hierarchical FedAvg equals flat FedAvg
+          acc.add(model.data, report.totalWeight);
+        }
         // Server optimizer state belongs to the global model it produced, so a round that fails after
         // this point (or a crash before the commit) never advances it.
         const state = await store.getState<ServerOptimizerState>(`${OPTIMIZER_KEY}${input.globalModelId}`);
@@ -227,6 +243,7 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
     store,
     seed: (params) => seedBytes(encodeModel(params)),
     seedBytes,
+    stats,
     start: (config) => {
       const sessionId = config.sessionId ?? `s-${Date.now().toString(36)}`;
       const base = { ...defaultSessionConfig(sessionId), ...config, sessionId };
