@@ -11,7 +11,7 @@ import type { Layout } from '../model/params.ts';
 import type { Accumulator } from '../strategies/types.ts';
 import { planFor } from './strategy.ts';
 import { recycleAccumulator } from '../strategies/fedavg.ts';
-import { finishInto } from '../strategies/validate.ts';
+import { finishInto, receiveSlot, type ReceiveSlot } from '../strategies/in-place.ts';
 import { BATCH } from '../strategies/kernels/weighted-sum.ts';
 import { hostMachine, type Hosted, type HostOptions } from './host.ts';
 import type { Node } from './node.ts';
@@ -67,22 +67,17 @@ const stageSlotsFor = (slotBytes: number): number => Math.max(1, Math.min(BATCH,
  * receiving, or a strategy without them). `into` answers the link with the slot's bytes when the
  * announced size is the expected one.
  */
-function takeSlot(
-  agg: Aggregation | undefined,
-  expected: number,
-): { into: (total: number) => Uint8Array | undefined; holds: (data: Float32Array) => boolean; release: () => void } | undefined {
-  if (!agg?.acc.stageBytes) return undefined;
+function takeSlot(agg: Aggregation | undefined, expected: number): (ReceiveSlot & { release: () => void }) | undefined {
+  if (!agg) return undefined;
   const n = agg.busy.length;
   let i = -1;
   for (let k = 0; k < n && i < 0; k++) if (!agg.busy[(agg.next + k) % n]) i = (agg.next + k) % n;
-  if (i < 0) return undefined;
+  const slot = i < 0 ? undefined : receiveSlot(agg.acc, i, expected);
+  if (!slot) return undefined;
   agg.busy[i] = true;
   agg.next = (i + 1) % n;
-  const { acc } = agg;
-  const view = acc.stage!(i);
   return {
-    into: (total) => (total === expected ? acc.stageBytes!(i, expected - view.byteLength) : undefined),
-    holds: (data) => data.buffer === view.buffer && data.byteOffset === view.byteOffset,
+    ...slot,
     release: () => {
       agg.busy[i] = false;
     },

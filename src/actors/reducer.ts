@@ -15,7 +15,7 @@ import { Node, type NodeOptions } from './node.ts';
 import type { Transport } from '../transport/types.ts';
 import { planFor } from './strategy.ts';
 import { recycleAccumulator } from '../strategies/fedavg.ts';
-import { finishInto } from '../strategies/validate.ts';
+import { finishInto, receiveSlot } from '../strategies/in-place.ts';
 import type { ServerOptimizerState } from '../strategies/server-optimizers.ts';
 
 export interface ReducerOptions {
@@ -141,19 +141,11 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
         // A combiner model has the global model's layout, so it encodes to as many bytes: it is received
         // straight into a stage slot of the accumulator (FedAvg), its data section landing on the slot,
         // and folded there without a fresh buffer or a copy.
-        const headroom = globalBytes.byteLength - size * 4;
-        const acc = plan.reducer.begin({ size, expected: input.reports.length, stageSlots: 1, stageHeadroom: headroom });
-        const given: Uint8Array[] = []; // the slot handed to the fetch in progress, if any
-        const into = (total: number): Uint8Array | undefined => {
-          const slot = acc.stageBytes && total === globalBytes.byteLength ? acc.stageBytes(0, headroom) : undefined;
-          if (slot) given.push(slot);
-          return slot;
-        };
+        const acc = plan.reducer.begin({ size, expected: input.reports.length, stageSlots: 1, stageHeadroom: globalBytes.byteLength - size * 4 });
         for (const report of input.reports) {
-          given.length = 0;
-          const model = decodeModel(await node.fetchBlob(report.combiner, report.modelId, { into }));
-          const slot = given[0];
-          if (slot && model.data.buffer === slot.buffer && model.data.byteOffset === slot.byteOffset + headroom) stats.combinerModelsInPlace++;
+          const slot = receiveSlot(acc, 0, globalBytes.byteLength);
+          const model = decodeModel(await node.fetchBlob(report.combiner, report.modelId, { into: slot?.into }));
+          if (slot?.holds(model.data)) stats.combinerModelsInPlace++;
           else stats.combinerModelsCopied++;
           if (!sameLayout(layout, model.layout)) {
             throw new FedError('wrong-shape', `combiner model ${report.modelId.slice(0, 12)} does not have the global model's layout`);

@@ -51,5 +51,6 @@ export {
   type ServerOptimizerState,
 } from './server-optimizers.ts';
 export { DEFAULT_MAX_UPDATES } from './buffered.ts';
-export { finishInto, tryAdd } from './validate.ts';
+export { tryAdd } from './validate.ts';
+export { finishInto, receiveSlot, type ReceiveSlot } from './in-place.ts';
 export { createWeightedSum, wasmAvailable, type KernelKind, type WeightedSum } from './kernels/weighted-sum.ts';

@@ -12,7 +12,7 @@ export interface Accumulator {
   /**
    * Optional, FedAvg: as finish(), but writes the aggregate into `out` (`size` floats) and returns it,
    * so it can land straight in an encoded model (encodeModelFrom) without an array of its own. Use
-   * through finishInto() in ./index.ts, which falls back to finish() and a copy.
+   * through finishInto() in ./in-place.ts, which falls back to finish() and a copy.
    */
   finishInto?(out: Float32Array): Float32Array;
   /**

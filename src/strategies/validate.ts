@@ -52,15 +52,3 @@ export function tryAdd(acc: Accumulator, update: Float32Array, weight: number): 
     throw e;
   }
 }
-
-/**
- * The accumulator's aggregate written into `out`: straight through acc.finishInto where the strategy
- * has one (FedAvg), else finish() and one copy.
- */
-export function finishInto(acc: Accumulator, out: Float32Array): Float32Array {
-  if (acc.finishInto) return acc.finishInto(out);
-  const result = acc.finish();
-  checkShape(result, out.length);
-  out.set(result);
-  return out;
-}

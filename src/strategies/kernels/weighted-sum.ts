@@ -29,8 +29,8 @@
 //
 // Measured (bench/aggregate.ts, 100 x 1M parameters, 2-core EPYC, same run as gcc -O3 -march=native):
 // one update per pass, double-buffered, ran at 0.51-0.57 of the plain C loop; four per pass at
-// 0.66-0.69; eight per pass with the check on the result at 0.70-0.72, sixteen at 0.8-0.9; a separate check pass before an
-// in-place fold at ~0.55 (it reads every update twice from DRAM).
+// 0.66-0.69; eight per pass with the check on the result at 0.70-0.72; sixteen at 0.84-0.97; a
+// separate check pass before an in-place fold at ~0.55 (it reads every update twice from DRAM).
 import { FedError } from '../../errors.ts';
 import { firstNonFinite } from '../../model/params.ts';
 import { bytesOf, copyInto } from '../../util/shared-copy.ts';
