@@ -6,8 +6,8 @@
 //    only while it has credit (backpressure end to end), and the requester verifies the sha256
 //    before anyone sees the bytes, so nothing half-written or altered is ever used.
 import { FedError, errorMessage } from '../errors.ts';
-import * as nodeCrypto from 'node:crypto';
 import { createHash, type Hash } from 'node:crypto';
+import { contentHash } from '../model/hash.ts';
 import { validateEnvelope } from '../protocol/codec.ts';
 import { copyInto } from '../util/shared-copy.ts';
 import type { BlobChunk, BlobRequest, Envelope, Frame, LinkHello } from '../protocol/generated.ts';
@@ -94,10 +94,6 @@ interface Incoming {
 }
 
 const isControl = (frame: Frame): boolean => frame.kind !== 'blobChunk';
-
-/** One-shot sha256 (crypto.hash where Node has it: no Hash object to make and collect). */
-const oneShot = (nodeCrypto as { hash?: (algorithm: string, data: Uint8Array, encoding: 'hex') => string }).hash;
-const sha256Hex = (data: Uint8Array): string => (oneShot ? oneShot('sha256', data, 'hex') : createHash('sha256').update(data).digest('hex'));
 
 export class Link {
   remoteNode = '';
@@ -484,21 +480,20 @@ export class Link {
     s.received += c.data.byteLength;
     this.stats.bytesIn += c.data.byteLength;
     if (c.last) {
-      this.incoming.delete(c.streamId);
       if (s.received !== s.buffer.byteLength) {
-        s.offThread?.worker.drop(s.offThread.job);
-        return s.reject(new FedError('malformed', `blob ended at ${s.received} of ${s.buffer.byteLength} bytes`));
+        return this.failIncoming(c, s, new FedError('malformed', `blob ended at ${s.received} of ${s.buffer.byteLength} bytes`));
       }
+      this.incoming.delete(c.streamId);
       if (s.offThread) {
         const bytes = s.buffer;
         // a worker that died mid-blob costs a second pass here, never a wrong answer
         s.offThread.worker.digest(s.offThread.job).then(
           (actual) => this.verified(s, bytes, actual),
-          () => this.verified(s, bytes, sha256Hex(bytes)),
+          () => this.verified(s, bytes, contentHash(bytes)),
         );
         return;
       }
-      return this.verified(s, s.buffer, whole ? sha256Hex(s.buffer) : s.digest!.digest('hex'));
+      return this.verified(s, s.buffer, whole ? contentHash(s.buffer) : s.digest!.digest('hex'));
     }
     if (++s.sinceCredit >= Math.max(1, this.window >> 1)) {
       this.enqueue({ kind: 'blobCredit', blobCredit: { streamId: c.streamId, chunks: s.sinceCredit } });
