@@ -11,7 +11,6 @@ import { columnwise } from './kernels/select.ts';
 import { nothingAdded } from './validate.ts';
 
 export class MedianAccumulator extends BufferedAccumulator implements Accumulator {
-
   constructor(ctx: AggregationContext) {
     super(ctx, 'median');
   }
