@@ -25,14 +25,13 @@
 // that does or does not speak TLS) as an 'unauthenticated' FedError.
 import * as grpc from '@grpc/grpc-js';
 import { FedError } from '../errors.ts';
-import type { RateSpec } from '../security/rate-limit.ts';
 import { DEFAULT_MAX_FRAME_BYTES, WireChannel } from './chunk-frame.ts';
 import { bareHost, formatEndpoint, parseEndpoint } from './endpoint.ts';
-import { AcceptedChannels, openListenerDoor, shutdownWithin } from './socket-listener.ts';
-import { explainDialFailure, identityOfCertificate, refusalInReason, type FrontDoor, type TlsOptions } from './tls.ts';
+import { AcceptedChannels, openListenerDoor, shutdownWithin, type ListenerDoorOptions } from './socket-listener.ts';
+import { explainDialFailure, identityOfCertificate, refusalInReason, type FrontDoor } from './tls.ts';
 import type { FrameChannel, Listener, PeerIdentity, Transport } from './types.ts';
 
-export interface GrpcTransportOptions {
+export interface GrpcTransportOptions extends ListenerDoorOptions {
   /** Largest encoded frame either way (gRPC's own receive cut-off sits at twice this). */
   maxFrameBytes?: number;
   keepaliveMs?: number;
@@ -47,12 +46,6 @@ export interface GrpcTransportOptions {
   flowControlWindow?: number;
   /** How long a graceful close waits for the peer's end of stream before cancelling. */
   closeTimeoutMs?: number;
-  /** TLS on every link of this transport (server certificate to listen, CA to verify peers; see tls.ts). */
-  tls?: TlsOptions;
-  /** New connections a listener accepts per remote IP; the excess is dropped before any TLS work. */
-  connectionRate?: RateSpec;
-  /** Told about each connection a listener refused (rate-limited, failed TLS handshake, refused certificate). */
-  onRefused?: (error: FedError, peer: string) => void;
 }
 
 export const LINK_METHOD = '/fedstate.v1.Transport/Link';

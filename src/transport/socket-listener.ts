@@ -4,11 +4,19 @@ import type net from 'node:net';
 import { errorMessage, type FedError } from '../errors.ts';
 import type { WireChannel } from './chunk-frame.ts';
 import { bareHost, formatEndpoint, type Endpoint } from './endpoint.ts';
-import { openFrontDoor, type FrontDoor, type FrontDoorOptions } from './tls.ts';
+import type { RateSpec } from '../security/rate-limit.ts';
+import { openFrontDoor, type FrontDoor, type TlsOptions } from './tls.ts';
 import type { FrameChannel, Listener } from './types.ts';
 
-/** The listener options both socket transports take as they are. */
-export type ListenerDoorOptions = Pick<FrontDoorOptions, 'tls' | 'connectionRate' | 'onRefused'>;
+/** The TLS and admission options both socket transports (grpc, ws) take, passed to their front door as they are. */
+export interface ListenerDoorOptions {
+  /** TLS on every link of this transport (server certificate to listen, CA to verify peers; see tls.ts). */
+  tls?: TlsOptions;
+  /** New connections a listener accepts per remote IP; the excess is dropped before any TLS work. */
+  connectionRate?: RateSpec;
+  /** Told about each connection a listener refused (rate-limited, failed TLS handshake, refused certificate). */
+  onRefused?: (error: FedError, peer: string) => void;
+}
 
 export function openListenerDoor(
   ep: Endpoint,

@@ -22,14 +22,13 @@ import type net from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import WebSocket, { WebSocketServer } from 'ws';
 import { FedError } from '../errors.ts';
-import type { RateSpec } from '../security/rate-limit.ts';
 import { DEFAULT_MAX_FRAME_BYTES, WireChannel } from './chunk-frame.ts';
 import { bareHost, formatEndpoint, parseEndpoint } from './endpoint.ts';
-import { AcceptedChannels, openListenerDoor, shutdownWithin } from './socket-listener.ts';
-import { classifyTlsError, clientTlsOptions, explainDialFailure, identityOfCertificate, refusalInReason, type FrontDoor, type TlsOptions } from './tls.ts';
+import { AcceptedChannels, openListenerDoor, shutdownWithin, type ListenerDoorOptions } from './socket-listener.ts';
+import { classifyTlsError, clientTlsOptions, explainDialFailure, identityOfCertificate, refusalInReason, type FrontDoor } from './tls.ts';
 import type { FrameChannel, Listener, PeerIdentity, Transport } from './types.ts';
 
-export interface WsTransportOptions {
+export interface WsTransportOptions extends ListenerDoorOptions {
   /** Largest encoded frame either way; also ws's maxPayload. */
   maxFrameBytes?: number;
   /**
@@ -42,12 +41,6 @@ export interface WsTransportOptions {
   dialTimeoutMs?: number;
   /** How long a graceful close waits for the peer's close frame before destroying the socket. */
   closeTimeoutMs?: number;
-  /** TLS on every link of this transport (wss://; server certificate to listen, CA to verify peers; see tls.ts). */
-  tls?: TlsOptions;
-  /** New connections a listener accepts per remote IP; the excess is dropped before any TLS work. */
-  connectionRate?: RateSpec;
-  /** Told about each connection a listener refused (rate-limited, failed TLS handshake, refused certificate). */
-  onRefused?: (error: FedError, peer: string) => void;
 }
 
 interface Settings {
