@@ -141,7 +141,7 @@ function elementProblem(field: protobuf.Field, value: unknown, complete: boolean
 }
 
 function checkBody(env: Envelope): void {
-  const { type, ...fields } = env.body;
+  const { type, fields } = envelopeParts(env);
   checkFields(type, fields);
 }
 
@@ -152,9 +152,14 @@ function checkFields(type: MessageType, fields: Record<string, unknown>): void {
   if (problem) throw new FedError('malformed', `invalid ${type}: ${problem}`);
 }
 
-function envelopeToProto(env: Envelope): Record<string, unknown> {
+/** The body's type, a copy of its fields, and the protobuf object holding that copy (shared, not copied again). */
+function envelopeParts(env: Envelope): { type: MessageType; fields: Record<string, unknown>; proto: Record<string, unknown> } {
   const { type, ...fields } = env.body;
-  return { from: env.from, to: env.to, [fieldOf(type)]: fields };
+  return { type, fields, proto: { from: env.from, to: env.to, [fieldOf(type)]: fields } };
+}
+
+function envelopeToProto(env: Envelope): Record<string, unknown> {
+  return envelopeParts(env).proto;
 }
 
 const frameKinds = new Set(FrameType.oneofs.kind?.oneof ?? []);
@@ -185,8 +190,8 @@ export function validateEnvelope(env: Envelope): Envelope {
     throw new FedError('malformed', 'envelope must be an object with a body');
   }
   // one copy of the body's fields serves both checks
-  const { type, ...fields } = env.body;
-  const problem = EnvelopeType.verify({ from: env.from, to: env.to, [fieldOf(type)]: fields });
+  const { type, fields, proto } = envelopeParts(env);
+  const problem = EnvelopeType.verify(proto);
   if (problem) throw new FedError('malformed', `invalid ${env.body.type}: ${problem}`);
   checkFields(type, fields);
   checkAddresses(env);
