@@ -9,17 +9,10 @@ import type { Envelope, Message } from '../protocol/generated.ts';
 import { Link, type FetchBlobOptions, type LinkOptions } from '../transport/link.ts';
 import type { FrameChannel, Listener, PeerIdentity, Transport } from '../transport/types.ts';
 import { MemoryBlobs, type BlobStore } from './blobs.ts';
-import { mayHost, verifyToken } from '../security/token.ts';
+import { linkAuthenticator } from '../security/authenticate.ts';
+import { mayHost } from '../security/token.ts';
 
 export type Deliver = (envelope: Envelope) => void;
-
-/** Authenticates a peer by the token in its hello; the identity then bounds the actors it may host. */
-export function tokenAuthenticator(secret: string): NonNullable<LinkOptions['authenticate']> {
-  return (hello) => {
-    const claims = verifyToken(secret, hello.token);
-    return { subject: claims.sub, role: claims.role };
-  };
-}
 
 /** Whether an authenticated peer may host (and so speak as) `address`. */
 function identityMayHost(identity: PeerIdentity, address: string): boolean {
@@ -32,7 +25,7 @@ export interface NodeOptions {
   blobs?: BlobStore;
   /** Presented in this node's hellos. */
   token?: string;
-  /** Verifies the tokens peers present: a node with a secret refuses unauthenticated peers. */
+  /** Verifies the tokens peers present (security/authenticate.ts): a node with a secret refuses unauthenticated peers, and a token that names another identity than the peer's TLS certificate. */
   secret?: string;
   authenticate?: LinkOptions['authenticate'];
   link?: Pick<LinkOptions, 'chunkBytes' | 'window' | 'maxBlobBytes' | 'helloTimeoutMs'>;
@@ -69,7 +62,7 @@ export class Node extends EventEmitter<NodeEvents> {
     this.blobs = opts.blobs ?? new MemoryBlobs();
     this.linkHooks = {
       actors: this.listActors.bind(this),
-      authenticate: opts.authenticate ?? (opts.secret ? tokenAuthenticator(opts.secret) : undefined),
+      authenticate: opts.authenticate ?? (opts.secret ? linkAuthenticator({ secret: opts.secret }) : undefined),
       mayHost: identityMayHost,
       onEnvelope: this.deliverInbound.bind(this),
       onRoutes: this.linkRoutes.bind(this),

@@ -1,11 +1,8 @@
 // Running one node as an OS process: a readiness record on stdout once it serves, then it runs until
 // SIGINT or SIGTERM (or, for supervised children, until the supervisor's stdin pipe closes) and
 // closes cleanly — links said goodbye to, listeners shut, store flushed — before the process ends.
-import { timingSafeEqual } from 'node:crypto';
 import { FedError } from '../errors.ts';
 import { errorFields, type Logger } from '../log.ts';
-import type { LinkHello } from '../protocol/generated.ts';
-import type { PeerIdentity } from '../transport/types.ts';
 
 export interface ServeOptions {
   log: Logger;
@@ -71,19 +68,4 @@ export async function serveUntilSignal(opts: ServeOptions): Promise<number> {
     // Sockets a transport keeps for reuse must not hold a closed node's process open.
     setTimeout(() => process.exit(process.exitCode ?? 0), 2_000).unref();
   }
-}
-
-/**
- * Accepts a link only from peers presenting `token` in their hello (compared in constant time). The
- * peer's identity is left to the transport; the token only gates who may join the federation.
- */
-export function tokenAuthenticator(token: string): (hello: LinkHello) => PeerIdentity | undefined {
-  const want = Buffer.from(token);
-  return (hello) => {
-    const given = Buffer.from(hello.token);
-    if (given.length !== want.length || !timingSafeEqual(given, want)) {
-      throw new FedError('unauthenticated', `node ${hello.node || '?'} presented ${hello.token ? 'a wrong' : 'no'} token`);
-    }
-    return undefined;
-  };
 }
