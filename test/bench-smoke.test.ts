@@ -86,6 +86,19 @@ test('model-size: a round and a raw ceiling per transport and size', async () =>
   }
 });
 
+test('transport: both ratios, the verified ceiling and the link against it, from a real second process', async () => {
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', 'bench/transport.ts', '--mb', '8', '--rounds', '1', '--json'], { maxBuffer: 1 << 24, timeout: 240_000 });
+  const lines = stdout.trim().split('\n');
+  const json = JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>;
+  assert.ok(hasTable(lines.slice(0, -1).join('\n')));
+  for (const k of ['grpcRatio', 'wsRatio', 'grpcVerifiedCeilingRatio', 'wsVerifiedCeilingRatio', 'grpcLinkVsCeiling', 'wsLinkVsCeiling']) {
+    const v = json[k];
+    assert.ok(typeof v === 'number' && Number.isFinite(v) && v > 0, `${k}: ${String(v)}`);
+  }
+  const cores = json.coresBusy as Record<string, number>;
+  assert.ok(cores['ws raw verified']! > 0 && cores['grpc raw verified']! > 0, JSON.stringify(cores));
+});
+
 test('run.ts lists the benchmarks and refuses an unknown name', async () => {
   const { stdout } = await run(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--list']);
   for (const name of ['scale', 'memory', 'combiners', 'model-size', 'transport', 'aggregate']) assert.ok(stdout.includes(`| ${name}`), name);
