@@ -15,6 +15,7 @@ import { decodeFrame, makeMessage, validateEnvelope } from '../src/protocol/code
 import type { BlobChunk, Envelope, Frame } from '../src/protocol/generated.ts';
 import { mintToken } from '../src/security/token.ts';
 import { InprocNetwork, InprocTransport } from '../src/transport/inproc.ts';
+import { PROTOCOL_VERSION } from '../src/transport/link.ts';
 import type { FrameChannel } from '../src/transport/types.ts';
 import { catchingCrashes, fc, frameArb, fuzzAsync, fuzzOptions, mutate, mutationArb, seedFrames, validAddress, wildDouble } from './helpers/fuzz-arbs.ts';
 
@@ -100,7 +101,7 @@ function scenarioArb(opts: { strict?: boolean; excludeBadTotals: boolean }): fc.
     hello: fc.constantFrom('valid' as const, 'valid' as const, 'valid' as const, 'fuzzed' as const, 'wrong-token' as const, 'none' as const),
     fuzzedHello: fc.oneof(
       frameArb().filter((f) => f.kind === 'hello'),
-      fc.array(fc.oneof(fc.constant(ME), validAddress), { maxLength: 3 }).map((actors): Frame => ({ kind: 'hello', hello: { node: 'evil', actors, protocolVersion: 1, token: '' } })),
+      fc.array(fc.oneof(fc.constant(ME), validAddress), { maxLength: 3 }).map((actors): Frame => ({ kind: 'hello', hello: { node: 'evil', actors, protocolVersion: PROTOCOL_VERSION, token: '' } })),
     ),
     steps: fc.array(stepArb(opts.excludeBadTotals), { minLength: 1, maxLength: 25 }),
   });
@@ -173,7 +174,7 @@ async function runScenario(sc: Scenario): Promise<void> {
   // the hello
   const announced = new Set<string>();
   if (sc.hello === 'valid' || sc.hello === 'wrong-token') {
-    await send({ kind: 'hello', hello: { node: 'evil', actors: [ME], protocolVersion: 1, token } });
+    await send({ kind: 'hello', hello: { node: 'evil', actors: [ME], protocolVersion: PROTOCOL_VERSION, token } });
     announced.add(ME);
   } else if (sc.hello === 'fuzzed') {
     const hello = sc.fuzzedHello;
@@ -322,7 +323,7 @@ test('a blob chunk with a negative or fractional total is refused, not a crash (
   for (const strict of [true, false]) {
     for (const total of [-1, 1.5]) {
       const steps: Step[] = [{ k: 'chunk', stream: 0, chunk: { offset: 0, total, data: new Uint8Array(0), last: false, error: '' } }];
-      const fuzzedHello: Frame = { kind: 'hello', hello: { node: 'evil', actors: [], protocolVersion: 1, token: '' } };
+      const fuzzedHello: Frame = { kind: 'hello', hello: { node: 'evil', actors: [], protocolVersion: PROTOCOL_VERSION, token: '' } };
       const { crashes } = await catchingCrashes(() => runScenario({ strict, direction: 'accept', auth: false, hello: 'valid', fuzzedHello, steps }));
       assert.equal(crashes.map(String), [], `strict=${strict} total=${total}`);
     }

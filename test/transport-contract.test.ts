@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { FedError, isFedError } from '../src/errors.ts';
 import { decodeFrame, encodeFrame, makeMessage } from '../src/protocol/codec.ts';
 import type { Envelope, Frame } from '../src/protocol/generated.ts';
-import { decodeWireFrame, encodeWireFrame } from '../src/transport/chunk-frame.ts';
+import { SPLIT_MIN_BYTES, decodeWireFrame, decodeWireMessage, encodeForSend, encodeWireFrame, joinHead } from '../src/transport/chunk-frame.ts';
 import { formatEndpoint, parseEndpoint } from '../src/transport/endpoint.ts';
 import { GrpcTransport } from '../src/transport/grpc.ts';
 import { WsTransport } from '../src/transport/ws.ts';
@@ -403,6 +403,16 @@ test('registry: createTransport and transportFor pick the implementation; unknow
   }
 });
 
+/** The FedError code fn throws with, or 'ok'. */
+function typedRefusalOf(fn: () => unknown): string {
+  try {
+    fn();
+    return 'ok';
+  } catch (e) {
+    return e instanceof FedError ? e.code : `untyped: ${String(e)}`;
+  }
+}
+
 const arbChunk = fc.record({
   streamId: fc.nat({ max: 0xffffffff }),
   offset: fc.oneof(fc.nat({ max: 2 ** 40 }), fc.double()),
@@ -472,6 +482,46 @@ test('wire: truncated or corrupted chunk frames are refused exactly as the codec
     }),
     { numRuns: 500 },
   );
+});
+
+test('wire: a large chunk goes as head + payload, which joined are protobuf Frame bytes; the receiver rebuilds it from the two', () => {
+  const sizes = fc.oneof(fc.integer({ min: SPLIT_MIN_BYTES - 2, max: SPLIT_MIN_BYTES + 2 }), fc.integer({ min: 0, max: 3 * SPLIT_MIN_BYTES }));
+  fc.assert(
+    fc.property(arbChunk, sizes, fc.nat({ max: 255 }), (chunk, size, fill) => {
+      const frame: Frame = { kind: 'blobChunk', blobChunk: { ...chunk, data: new Uint8Array(size).fill(fill) } };
+      const { bytes, tail } = encodeForSend(frame);
+      // split exactly when the payload is large and there is no error text (error chunks carry no
+      // payload in practice; these may)
+      if ((tail !== undefined) !== (size >= SPLIT_MIN_BYTES && chunk.error === '')) return false;
+      const whole = tail ? Buffer.concat([bytes, tail]) : bytes;
+      if (!sameChunk(decodeFrame(whole, 1 << 24), frame)) return false; // the generic codec reads the joined bytes
+      if (!tail) return sameChunk(decodeWireFrame(bytes, 1 << 24), frame);
+      // the head alone is a truncated frame to anything but a channel expecting a payload next
+      const alone = typedRefusalOf(() => decodeWireFrame(bytes, 1 << 24));
+      if (alone !== 'malformed') return false;
+      const head = decodeWireMessage(bytes, 1 << 24);
+      if (!('missing' in head) || head.missing !== size) return false;
+      // the payload is a view of the message it came in, not a copy
+      const rebuilt = joinHead(head, tail);
+      return sameChunk(rebuilt, frame) && rebuilt.kind === 'blobChunk' && rebuilt.blobChunk.data.buffer === tail.buffer;
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test('wire: a head whose frame would exceed the limit is oversized; a payload of another length is malformed', () => {
+  const frame: Frame = { kind: 'blobChunk', blobChunk: { streamId: 3, offset: 0, total: 2 * MiB, data: new Uint8Array(2 * MiB), last: false, error: '' } };
+  const { bytes, tail } = encodeForSend(frame);
+  assert.ok(tail && bytes.byteLength < 64, `head of ${bytes.byteLength} bytes`);
+  assert.is(typedRefusalOf(() => decodeWireMessage(bytes, 2 * MiB)), 'oversized');
+  const head = decodeWireMessage(bytes, 4 * MiB);
+  assert.ok('missing' in head);
+  for (const n of [0, 2 * MiB - 1, 2 * MiB + 1]) {
+    assert.is(typedRefusalOf(() => joinHead(head, new Uint8Array(n))), 'malformed', `payload of ${n} bytes`);
+  }
+  // a frame whose declared length runs past the message without a trailing data field is no head
+  const cut = encodeWireFrame({ kind: 'blobChunk', blobChunk: { streamId: 1, offset: 0, total: 0, data: new Uint8Array(10), last: true, error: '' } });
+  assert.is(typedRefusalOf(() => decodeWireMessage(cut.subarray(0, cut.byteLength - 1))), 'malformed');
 });
 
 test('wire: a chunk frame whose payload is a full 1 MiB stays within the default frame limit', () => {
@@ -892,14 +942,14 @@ for (const kind of socketKinds) {
       const ch = await transportOf(kind).dial(String(child.hello.endpoint));
       const r = record(ch);
       child.proc.kill('SIGSTOP');
-      const payload = randomBlob(CHUNK_BYTES);
       const sent = createHash('sha256');
       let accepted = 0;
       let stalled: Promise<void> | undefined;
       const rss0 = process.memoryUsage().rss;
       const end = Date.now() + 5000;
       while (Date.now() < end) {
-        payload.set([accepted & 0xff, (accepted >> 8) & 0xff]);
+        // a fresh payload per frame: a chunk's data is lent to the channel until it is written out
+        const payload = randomBlob(CHUNK_BYTES);
         const p = ch.send(chunkFrame(1, accepted * CHUNK_BYTES, payload));
         sent.update(payload);
         if (!(await Promise.race([p.then(() => true), sleep(500).then(() => false)]))) {

@@ -5,6 +5,8 @@ import * as assert from 'uvu/assert';
 import * as grpc from '@grpc/grpc-js';
 import { isFedError } from '../src/errors.ts';
 import { encodeFrame } from '../src/protocol/codec.ts';
+import type { Frame } from '../src/protocol/generated.ts';
+import { encodeForSend } from '../src/transport/chunk-frame.ts';
 import { GrpcTransport, LINK_METHOD, grpcChannelOptions, linkServiceDefinition } from '../src/transport/grpc.ts';
 import type { FrameChannel } from '../src/transport/types.ts';
 import { MiB, closedPort, heartbeat, listenRecording, muteServer, record, sleep, until, type Recording } from './helpers/transport-harness.ts';
@@ -199,6 +201,40 @@ test('encoded frames on the wire are plain protobuf Frame bytes', async () => {
   assert.is(Buffer.compare(got[0]!, Buffer.from(encodeFrame(frame))), 0);
   ch.close();
   server.forceShutdown();
+});
+
+test('a 1 MiB chunk frame goes as two messages, head then payload, that joined are its protobuf bytes', async () => {
+  const got: Buffer[] = [];
+  const { endpoint, server } = await rawServer((call) => {
+    call.on('data', (b: Buffer) => got.push(b));
+    call.on('error', () => undefined);
+  });
+  const ch = await new GrpcTransport().dial(endpoint);
+  const data = new Uint8Array(MiB).map((_, i) => i * 7);
+  const frame: Frame = { kind: 'blobChunk', blobChunk: { streamId: 9, offset: 3 * MiB, total: 8 * MiB, data, last: false, error: '' } };
+  await ch.send(frame);
+  await until(() => got.length === 2, 5000, 'raw server got head and payload');
+  assert.ok(got[0]!.byteLength < 64, `head of ${got[0]!.byteLength} bytes`);
+  assert.is(got[1]!.byteLength, MiB);
+  assert.is(Buffer.compare(Buffer.concat(got), Buffer.from(encodeFrame(frame))), 0);
+  ch.close();
+  server.forceShutdown();
+});
+
+test('a chunk head followed by a payload of another length closes the channel with malformed', async () => {
+  const { listener, accepted } = await listenRecording(new GrpcTransport());
+  const raw = rawClient(listener.endpoint);
+  const { bytes } = encodeForSend({ kind: 'blobChunk', blobChunk: { streamId: 1, offset: 0, total: MiB, data: new Uint8Array(MiB), last: false, error: '' } });
+  raw.call.write(bytes);
+  raw.call.write(Buffer.alloc(MiB + 1));
+  const status = await raw.status;
+  assert.is(status.code, grpc.status.INVALID_ARGUMENT);
+  assert.match(status.details, /payload of 1048577 bytes/);
+  await until(() => accepted[0]?.closes.length === 1, 5000, 'server channel closed');
+  assert.ok(isFedError(accepted[0]?.closes[0], 'malformed'), String(accepted[0]?.closes[0]));
+  assert.is(accepted[0]?.frames.length, 0, 'no frame delivered from the broken pair');
+  raw.client.close();
+  await listener.close();
 });
 
 test.run();

@@ -6,6 +6,8 @@ import type net from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { isFedError } from '../src/errors.ts';
 import { encodeFrame } from '../src/protocol/codec.ts';
+import type { Frame } from '../src/protocol/generated.ts';
+import { encodeForSend } from '../src/transport/chunk-frame.ts';
 import type { FrameChannel } from '../src/transport/types.ts';
 import { WsTransport, maskingEngine, wsSocketOptions } from '../src/transport/ws.ts';
 import { MiB, closedPort, heartbeat, listenRecording, muteServer, record, sleep, until } from './helpers/transport-harness.ts';
@@ -195,7 +197,8 @@ test('send() waits while more than the high-water mark is queued, and resumes', 
   assert.ok(stalled, 'send() never waited');
   assert.ok(accepted < 64, `${accepted} MiB accepted by a paused reader`);
   let received = 0;
-  serverWs!.on('message', () => received++);
+  // each chunk frame is two messages: a head, then its 1 MiB payload
+  serverWs!.on('message', (b: Buffer) => (received += b.byteLength === MiB ? 1 : 0));
   serverWs!.resume();
   await stalled;
   await until(() => received === accepted + 1, 10_000, 'everything delivered after resume');
@@ -215,6 +218,37 @@ test('encoded frames on the wire are plain protobuf Frame bytes', async () => {
   ch.close();
   wss.close();
   for (const c of wss.clients) c.terminate();
+});
+
+test('a 1 MiB chunk frame goes as two messages, head then payload, that joined are its protobuf bytes', async () => {
+  const got: Buffer[] = [];
+  const { endpoint, wss } = await rawServer((ws) => ws.on('message', (b: Buffer) => got.push(b)));
+  const ch = await new WsTransport().dial(endpoint);
+  const data = new Uint8Array(MiB).map((_, i) => i * 7);
+  const frame: Frame = { kind: 'blobChunk', blobChunk: { streamId: 9, offset: 3 * MiB, total: 8 * MiB, data, last: false, error: '' } };
+  await ch.send(frame);
+  await until(() => got.length === 2, 5000, 'raw server got head and payload');
+  assert.ok(got[0]!.byteLength < 64, `head of ${got[0]!.byteLength} bytes`);
+  assert.is(got[1]!.byteLength, MiB);
+  assert.is(Buffer.compare(Buffer.concat(got), Buffer.from(encodeFrame(frame))), 0);
+  ch.close();
+  wss.close();
+  for (const c of wss.clients) c.terminate();
+});
+
+test('a chunk head followed by a payload of another length closes the channel with malformed', async () => {
+  const { listener, accepted } = await listenRecording(new WsTransport());
+  const raw = await rawClient(listener.endpoint);
+  const { bytes } = encodeForSend({ kind: 'blobChunk', blobChunk: { streamId: 1, offset: 0, total: MiB, data: new Uint8Array(MiB), last: false, error: '' } });
+  raw.ws.send(bytes);
+  raw.ws.send(new Uint8Array(MiB - 1));
+  const { code, reason } = await raw.closed;
+  assert.is(code, 1007);
+  assert.match(reason, /payload of 1048575 bytes/);
+  await until(() => accepted[0]?.closes.length === 1, 5000, 'server channel closed');
+  assert.ok(isFedError(accepted[0]?.closes[0], 'malformed'), String(accepted[0]?.closes[0]));
+  assert.is(accepted[0]?.frames.length, 0, 'no frame delivered from the broken pair');
+  await listener.close();
 });
 
 test.run();

@@ -1,12 +1,16 @@
 // What the socket transports (grpc, ws) share: the wire encoding, with a fast path for blob chunk
 // frames, and the channel bookkeeping (size limits, decode-or-refuse, exactly one onClose).
 //
-// A model moves as 1 MiB BlobChunk frames. protobufjs copies the chunk payload into its writer
-// and then the socket libraries copy it again into their own framing; writing the few header
-// bytes of Frame{blob_chunk: BlobChunk{...}} by hand costs one copy instead, and on the receiving
-// side the payload is handed over as a view into the received message (no copy). Both paths
-// produce and accept ordinary protobuf `Frame` bytes: anything the fast decoder does not fully
-// understand is handed to the generic decoder, which is the one that defines what is valid.
+// A model moves as 1 MiB BlobChunk frames. Encoding one as a single protobuf message would copy the
+// payload into it, and a holder serving a model to many peers would pay that copy per peer. Instead
+// a chunk frame with a large payload goes out as two messages of the socket library: its *head*,
+// the frame's protobuf bytes up to and including the length prefix of `data` (encoded as the last
+// field), then the payload itself, a view of the holder's bytes that the library writes from (ws
+// sends it as is; grpc-js makes the one copy it makes of every message). Head and payload together
+// are exactly the bytes of an ordinary protobuf `Frame`. The receiving side recognises a head by
+// its declared length running past the message by exactly the length of its final `data` field,
+// and takes the next message as that payload (a view, no copy). Anything the fast decoder does not
+// fully understand is handed to the generic decoder, which is the one that defines what is valid.
 import { FedError, errorMessage } from '../errors.ts';
 import { decodeFrame, encodeFrame, loneSurrogate } from '../protocol/codec.ts';
 import type { BlobChunk, Frame } from '../protocol/generated.ts';
@@ -43,39 +47,17 @@ function writeVarint(buf: Buffer, pos: number, n: number): number {
 
 const isUint32 = (n: unknown): n is number => typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= 0xffffffff;
 
-/**
- * Recycled buffers for encoded chunk frames. A fresh 1 MiB buffer per chunk costs more than the copy
- * into it (the allocator maps new pages and the kernel faults them in, then the GC has to find and
- * free them); a sender reuses a buffer once the socket library says it has written it out. Held:
- * at most `max` idle buffers.
- */
-class FramePool {
-  private readonly idle: Buffer[] = [];
-  constructor(
-    readonly size: number,
-    readonly max: number,
-  ) {}
+/** Chunk payloads at least this large travel as their own message after the frame's head. */
+export const SPLIT_MIN_BYTES = 64 * 1024;
 
-  take(bytes: number): { buf: Buffer; base?: Buffer } {
-    if (bytes > this.size) return { buf: Buffer.allocUnsafe(bytes) };
-    const base = this.idle.pop() ?? Buffer.allocUnsafeSlow(this.size);
-    return { buf: base.subarray(0, bytes), base };
-  }
-
-  give(base: Buffer): void {
-    if (this.idle.length < this.max) this.idle.push(base);
-  }
-}
-
-const chunkPool = new FramePool(DEFAULT_MAX_FRAME_BYTES, 32);
-
-/** Encoded bytes, and (for pooled buffers) what to call once the transport no longer needs them. */
+/** A frame's bytes, and for a split chunk frame the payload that follows them as the next message. */
 export interface Encoded {
   bytes: Buffer;
-  release?: () => void;
+  tail?: Buffer;
 }
 
-function encodeChunk(c: BlobChunk, pooled = false): Encoded | undefined {
+/** `data` is written last, so that with `split` everything before the payload is the head. */
+function encodeChunk(c: BlobChunk, split: boolean): Encoded | undefined {
   if (!isUint32(c.streamId) || typeof c.offset !== 'number' || typeof c.total !== 'number') return undefined;
   if (!(c.data instanceof Uint8Array) || typeof c.last !== 'boolean' || typeof c.error !== 'string') return undefined;
   // an error text UTF-8 cannot carry (a lone surrogate) goes to the codec, which refuses it, instead of
@@ -90,11 +72,14 @@ function encodeChunk(c: BlobChunk, pooled = false): Encoded | undefined {
   const hasTotal = !Object.is(c.total, 0);
   if (hasOffset) inner += 9;
   if (hasTotal) inner += 9;
-  if (dataLen !== 0) inner += 1 + varintSize(dataLen) + dataLen;
   if (c.last) inner += 2;
   if (errorBytes) inner += 1 + varintSize(errorBytes.length) + errorBytes.length;
+  if (dataLen !== 0) inner += 1 + varintSize(dataLen) + dataLen;
   const size = 1 + varintSize(inner) + inner;
-  const { buf: out, base } = pooled ? chunkPool.take(size) : { buf: Buffer.allocUnsafe(size), base: undefined };
+  // the fast decoder leaves error texts to the generic one, which cannot read a head (chunks that
+  // report an error carry no payload anyway)
+  const apart = split && dataLen >= SPLIT_MIN_BYTES && !errorBytes;
+  const out = Buffer.allocUnsafe(apart ? size - dataLen : size);
   out[0] = TAG_FRAME_BLOB_CHUNK;
   let pos = writeVarint(out, 1, inner);
   if (c.streamId !== 0) {
@@ -109,12 +94,6 @@ function encodeChunk(c: BlobChunk, pooled = false): Encoded | undefined {
     out[pos++] = TAG_TOTAL;
     pos = out.writeDoubleLE(c.total, pos);
   }
-  if (dataLen !== 0) {
-    out[pos++] = TAG_DATA;
-    pos = writeVarint(out, pos, dataLen);
-    out.set(c.data, pos);
-    pos += dataLen;
-  }
   if (c.last) {
     out[pos++] = TAG_LAST;
     out[pos++] = 1;
@@ -122,29 +101,26 @@ function encodeChunk(c: BlobChunk, pooled = false): Encoded | undefined {
   if (errorBytes) {
     out[pos++] = TAG_ERROR;
     pos = writeVarint(out, pos, errorBytes.length);
-    errorBytes.copy(out, pos);
+    pos += errorBytes.copy(out, pos);
   }
-  if (!base) return { bytes: out };
-  let released = false;
-  return {
-    bytes: out,
-    release: () => {
-      if (released) return;
-      released = true;
-      chunkPool.give(base);
-    },
-  };
+  if (dataLen !== 0) {
+    out[pos++] = TAG_DATA;
+    pos = writeVarint(out, pos, dataLen);
+    if (apart) return { bytes: out, tail: Buffer.from(c.data.buffer, c.data.byteOffset, dataLen) };
+    out.set(c.data, pos);
+  }
+  return { bytes: out };
 }
 
-/** Frame -> protobuf bytes as a Buffer (what the socket libraries take without another copy). */
+/** Frame -> protobuf bytes as one Buffer: what a socket transport carries, head and payload joined. */
 export function encodeWireFrame(frame: Frame): Buffer {
   return encodeForSend(frame, false).bytes;
 }
 
-/** As encodeWireFrame; chunk frames may land in a pooled buffer to be released after the write. */
-export function encodeForSend(frame: Frame, pooled = true): Encoded {
+/** As encodeWireFrame, but a chunk frame with a large payload comes as head plus payload (no copy). */
+export function encodeForSend(frame: Frame, split = true): Encoded {
   if (frame.kind === 'blobChunk') {
-    const fast = encodeChunk(frame.blobChunk, pooled);
+    const fast = encodeChunk(frame.blobChunk, split);
     if (fast) return fast;
   }
   const bytes = encodeFrame(frame);
@@ -168,10 +144,18 @@ function readVarint32(bytes: Uint8Array, pos: number, end: number, out: { pos: n
   return -1;
 }
 
-function decodeChunk(bytes: Uint8Array): Frame | undefined {
+/** A split chunk frame's head: the chunk, whose payload of `missing` bytes is the next message. */
+export interface ChunkHead {
+  chunk: BlobChunk;
+  missing: number;
+}
+
+function decodeChunk(bytes: Uint8Array, allowHead: boolean): Frame | ChunkHead | undefined {
   const cursor = { pos: 0 };
   const innerLen = readVarint32(bytes, 1, bytes.length, cursor);
-  if (innerLen < 0 || cursor.pos + innerLen !== bytes.length) return undefined;
+  if (innerLen < 0) return undefined;
+  const missing = cursor.pos + innerLen - bytes.length;
+  if (missing < 0 || (missing > 0 && !allowHead)) return undefined;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const chunk: BlobChunk = { streamId: 0, offset: 0, total: 0, data: noBytes, last: false, error: '' };
   let pos = cursor.pos;
@@ -197,7 +181,11 @@ function decodeChunk(bytes: Uint8Array): Frame | undefined {
       }
       case TAG_DATA: {
         const len = readVarint32(bytes, pos, end, cursor);
-        if (len < 0 || cursor.pos + len > end) return undefined;
+        if (len < 0) return undefined;
+        if (cursor.pos + len > end) {
+          // a head: the message ends with the length of a payload that is exactly what the frame still lacks
+          return missing > 0 && len === missing && cursor.pos === end ? { chunk, missing } : undefined;
+        }
         // A Buffer view, like the generic decoder returns, so both paths hand out the same type.
         chunk.data = Buffer.from(bytes.buffer, bytes.byteOffset + cursor.pos, len);
         pos = cursor.pos + len;
@@ -215,7 +203,11 @@ function decodeChunk(bytes: Uint8Array): Frame | undefined {
         return undefined;
     }
   }
-  return { kind: 'blobChunk', blobChunk: chunk };
+  return missing === 0 ? { kind: 'blobChunk', blobChunk: chunk } : undefined;
+}
+
+function checkSize(bytes: number, maxBytes: number): void {
+  if (bytes > maxBytes) throw new FedError('oversized', `frame of ${bytes} bytes exceeds the limit of ${maxBytes}`);
 }
 
 /**
@@ -223,14 +215,31 @@ function decodeChunk(bytes: Uint8Array): Frame | undefined {
  * payloads are views into `bytes`, which the caller must not reuse afterwards.
  */
 export function decodeWireFrame(bytes: Uint8Array, maxBytes = DEFAULT_MAX_FRAME_BYTES): Frame {
-  if (bytes.byteLength > maxBytes) {
-    throw new FedError('oversized', `frame of ${bytes.byteLength} bytes exceeds the limit of ${maxBytes}`);
-  }
+  checkSize(bytes.byteLength, maxBytes);
   if (bytes[0] === TAG_FRAME_BLOB_CHUNK) {
-    const fast = decodeChunk(bytes);
+    const fast = decodeChunk(bytes, false) as Frame | undefined;
     if (fast) return fast;
   }
   return decodeFrame(bytes, maxBytes);
+}
+
+/** One message of a socket transport: a whole frame, or the head of a chunk frame whose payload comes next. */
+export function decodeWireMessage(bytes: Uint8Array, maxBytes = DEFAULT_MAX_FRAME_BYTES): Frame | ChunkHead {
+  if (bytes[0] === TAG_FRAME_BLOB_CHUNK && bytes.byteLength <= maxBytes) {
+    const fast = decodeChunk(bytes, true);
+    if (fast && 'missing' in fast) checkSize(bytes.byteLength + fast.missing, maxBytes);
+    if (fast) return fast;
+  }
+  return decodeWireFrame(bytes, maxBytes);
+}
+
+/** The chunk frame a head and the message after it make; the payload is a view into `payload`. */
+export function joinHead(head: ChunkHead, payload: Uint8Array): Frame {
+  if (payload.byteLength !== head.missing) {
+    throw new FedError('malformed', `blob chunk payload of ${payload.byteLength} bytes after a head announcing ${head.missing}`);
+  }
+  const chunk = { ...head.chunk, data: Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength) };
+  return { kind: 'blobChunk', blobChunk: chunk };
 }
 
 /**
@@ -250,6 +259,8 @@ export abstract class WireChannel implements FrameChannel {
   private readonly early: Frame[] = [];
   private pendingClose: { error?: Error } | undefined;
   private flushScheduled = false;
+  /** The head of a split chunk frame, until its payload (the next message) arrives. */
+  private head: ChunkHead | undefined;
 
   protected constructor(protected readonly maxFrameBytes: number) {}
 
@@ -284,20 +295,18 @@ export abstract class WireChannel implements FrameChannel {
       return Promise.reject(e);
     }
     // Refused here rather than by the library, which would tear the whole stream down for it.
-    if (encoded.bytes.byteLength > this.maxFrameBytes) {
-      encoded.release?.();
-      return Promise.reject(
-        new FedError('oversized', `${frame.kind} frame of ${encoded.bytes.byteLength} bytes exceeds the limit of ${this.maxFrameBytes}`),
-      );
+    const size = encoded.bytes.byteLength + (encoded.tail?.byteLength ?? 0);
+    if (size > this.maxFrameBytes) {
+      return Promise.reject(new FedError('oversized', `${frame.kind} frame of ${size} bytes exceeds the limit of ${this.maxFrameBytes}`));
     }
-    return this.write(encoded.bytes, encoded.release);
+    return this.write(encoded.bytes, encoded.tail);
   }
 
   /**
-   * Hands encoded bytes to the socket; resolves when below the transport's high-water mark. Calls
-   * `release` once the library is done with `bytes` (written out), never before.
+   * Hands encoded bytes to the socket as one message, and `tail` (a split chunk frame's payload) as
+   * the message right after it; resolves when below the transport's high-water mark.
    */
-  protected abstract write(bytes: Buffer, release?: () => void): Promise<void>;
+  protected abstract write(bytes: Buffer, tail?: Buffer): Promise<void>;
   /** Graceful end (pending frames still go out); `reason` is told to the peer where possible. */
   protected abstract endGracefully(reason: string): void;
   /** Ends at once after a protocol error, telling the peer why where possible. */
@@ -327,7 +336,14 @@ export abstract class WireChannel implements FrameChannel {
     if (this.closed) return;
     let frame: Frame;
     try {
-      frame = decodeWireFrame(bytes, this.maxFrameBytes);
+      const head = this.head;
+      this.head = undefined;
+      const m = head ? joinHead(head, bytes) : decodeWireMessage(bytes, this.maxFrameBytes);
+      if ('missing' in m) {
+        this.head = m;
+        return;
+      }
+      frame = m;
     } catch (e) {
       const error = e instanceof FedError ? e : new FedError('malformed', errorMessage(e));
       const bare = error.message.startsWith(`${error.code}: `) ? error.message.slice(error.code.length + 2) : error.message;

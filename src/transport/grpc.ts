@@ -3,8 +3,9 @@
 //   service Transport { rpc Link(stream bytes) returns (stream bytes); }
 //
 // whose messages are already-encoded protobuf `Frame`s (identity serializers, no proto-loader), so
-// gRPC carries exactly the bytes every other transport carries and the Link does the rest. One
-// dial = one HTTP/2 connection (local subchannel pool): a dead connection takes down exactly one
+// gRPC carries exactly the bytes every other transport carries and the Link does the rest. (A blob
+// chunk frame with a large payload is two messages, its head and then the payload: chunk-frame.ts.)
+// One dial = one HTTP/2 connection (local subchannel pool): a dead connection takes down exactly one
 // link, and one link's blob transfer never shares a flow-control window with another's.
 //
 // Keepalive (defaults; both sides ping): an HTTP/2 PING every 10 s, and a connection whose PING is
@@ -174,13 +175,14 @@ abstract class GrpcChannel extends WireChannel {
     call.on('error', () => undefined);
   }
 
-  protected write(bytes: Buffer, release?: () => void): Promise<void> {
+  protected write(bytes: Buffer, tail?: Buffer): Promise<void> {
     // write() returning false means the stream's buffer is at its high-water mark: the frame is
-    // queued, and the sender waits for 'drain' before offering the next one. The write callback
-    // runs once grpc-js serialized the message into its own buffer and HTTP/2 took it.
-    const room = release ? this.call.write(bytes, release) : this.call.write(bytes);
+    // queued, and the sender waits for 'drain' before offering the next one.
+    let room = this.call.write(bytes);
+    if (tail) room = this.call.write(tail);
     return room ? Promise.resolve() : this.waitForDrain();
   }
+
 }
 
 class GrpcClientChannel extends GrpcChannel {

@@ -14,7 +14,7 @@ import type { BlobChunk, BlobRequest, Envelope, Frame, LinkHello } from '../prot
 import { OFF_THREAD_MIN_BYTES, hashWorker, type HashWorker } from './off-thread-hash.ts';
 import { CHUNK_BYTES, type BlobSource, type FrameChannel, type PeerIdentity } from './types.ts';
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /**
  * What a FrameChannel's send() may return when it took the frame at once (an in-process channel):

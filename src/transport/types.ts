@@ -11,6 +11,9 @@ export interface FrameChannel {
   /**
    * Queues a frame. Resolves once the channel accepted it for sending; a channel under backpressure
    * (socket buffer full) resolves later, which is how a Link paces blob chunks. Rejects once closed.
+   * A blob chunk's `data` is lent, as a Buffer given to a Node socket's write() is: the channel may
+   * read it until the frame is on the wire, so it must not change (the Link only sends blobs, which
+   * are immutable and content-addressed; a changed byte would fail the receiver's hash check).
    */
   send(frame: Frame): Promise<void>;
   /** Set by the Link before any frame arrives. */

@@ -1,4 +1,5 @@
-// WebSocket transport on `ws`: one binary message = one encoded protobuf `Frame`.
+// WebSocket transport on `ws`: one binary message = one encoded protobuf `Frame` (a blob chunk frame
+// with a large payload is two: its head, then the payload; see chunk-frame.ts).
 //
 // Masking of client-to-server frames (and unmasking on the server) is the per-byte cost of
 // WebSocket; on Node < 22 ws does it with the native `bufferutil` addon when that loads (it ships
@@ -204,13 +205,18 @@ class WsChannel extends WireChannel {
     });
   }
 
-  protected write(bytes: Buffer, release?: () => void): Promise<void> {
-    this.ws.send(bytes, { binary: true }, (err) => {
-      // The callback runs once the frame was written to the socket (or failed): ws is done with it.
-      release?.();
-      // Failed writes surface as the socket's 'error'/'close'; only successful flushes free room.
+  protected write(bytes: Buffer, tail?: Buffer): Promise<void> {
+    // The callback runs once the last message was written to the socket (or failed). Failed writes
+    // surface as the socket's 'error'/'close'; only successful flushes free room.
+    const flushed = (err?: Error): void => {
       if (!err && this.ws.bufferedAmount <= this.settings.highWaterMark) this.releaseWaiters();
-    });
+    };
+    if (tail) {
+      this.ws.send(bytes, { binary: true });
+      this.ws.send(tail, { binary: true }, flushed);
+    } else {
+      this.ws.send(bytes, { binary: true }, flushed);
+    }
     return this.ws.bufferedAmount <= this.settings.highWaterMark ? Promise.resolve() : this.waitForDrain();
   }
 

@@ -8,6 +8,7 @@ import protobuf from 'protobufjs';
 import { EnvelopeType, FrameType, encodeFrame, makeMessage } from '../../src/protocol/codec.ts';
 import { envelopeFieldOf, type Envelope, type Frame, type FrameKind, type Message, type MessageType } from '../../src/protocol/generated.ts';
 import { isFedError } from '../../src/errors.ts';
+import { PROTOCOL_VERSION } from '../../src/transport/link.ts';
 
 export const messageTypes = Object.keys(envelopeFieldOf) as MessageType[];
 export const frameKinds = (FrameType.oneofs.kind?.oneof ?? []) as FrameKind[];
@@ -182,7 +183,7 @@ export function seedFrames(): { name: string; frame: Frame; bytes: Uint8Array }[
     out.push({ name: type, frame, bytes: encodeFrame(frame) });
   }
   const others: Frame[] = [
-    { kind: 'hello', hello: { node: 'n1', actors: ['client/k1', 'client/k2'], protocolVersion: 1, token: 'a.b.c' } },
+    { kind: 'hello', hello: { node: 'n1', actors: ['client/k1', 'client/k2'], protocolVersion: PROTOCOL_VERSION, token: 'a.b.c' } },
     { kind: 'routeUpdate', routeUpdate: { added: ['client/k3'], removed: ['client/k1'] } },
     { kind: 'blobRequest', blobRequest: { streamId: 7, hash: 'ab'.repeat(32), window: 8 } },
     { kind: 'blobChunk', blobChunk: { streamId: 7, offset: 0, total: 16, data: Uint8Array.from({ length: 16 }, (_, i) => i), last: true, error: '' } },
