@@ -10,12 +10,14 @@ import { decodeModel, encodeModel } from '../src/model/codec.ts';
 import { layoutSize, type Layout, type Params } from '../src/model/params.ts';
 import { errorCodes } from '../src/errors.ts';
 import type { Frame } from '../src/protocol/generated.ts';
-import { decodeWireFrame, encodeWireFrame } from '../src/transport/chunk-frame.ts';
+import { SPLIT_MIN_BYTES, WireChannel, decodeWireFrame, encodeForSend, encodeWireFrame } from '../src/transport/chunk-frame.ts';
+import { FedError } from '../src/errors.ts';
 import {
   envelopeArb,
   fc,
   frameArb,
   fuzz,
+  fuzzAsync,
   fuzzOptions,
   mutate,
   mutationArb,
@@ -283,6 +285,83 @@ test('statistics', () => {
   // the fuzzing reached deep: frames of every kind and envelopes of many message types decoded
   assert.ok(Object.keys(counts).filter((k) => k.startsWith('decoded:')).length >= 15, summary);
   assert.ok((counts['model-decoded'] ?? 0) > 100, summary);
+});
+
+// A socket channel reads a chunk frame with a large payload from two messages (head, then payload);
+// whatever sequence of messages a peer sends, the channel delivers exactly the frames of the
+// well-formed messages before the first bad one, then ends once with a typed error, never a crash.
+class FedChannel extends WireChannel {
+  readonly peer = 'fuzz';
+  constructor(maxFrameBytes: number) {
+    super(maxFrameBytes);
+  }
+  feed(bytes: Uint8Array): void {
+    this.receive(bytes);
+  }
+  protected write(): Promise<void> {
+    return Promise.resolve();
+  }
+  protected endGracefully(): void {}
+  protected abort(): void {}
+}
+
+/** A bad item is `surely` bad when no reading of it is a frame; mutated bytes may still decode. */
+type Item = { frame: Frame; messages: Uint8Array[] } | { bad: Uint8Array[]; surely: boolean };
+
+test('socket channel: any message sequence gives the frames of the good messages before the first bad one, then one typed error', async () => {
+  const opts = fuzzOptions(0x5eed0009, 300);
+  const max = 4 * SPLIT_MIN_BYTES;
+  const chunk = fc.record({
+    streamId: fc.nat({ max: 9 }),
+    offset: fc.nat({ max: 2 ** 40 }),
+    total: fc.nat({ max: 2 ** 40 }),
+    size: fc.oneof(fc.nat({ max: 40 }), fc.integer({ min: SPLIT_MIN_BYTES - 1, max: SPLIT_MIN_BYTES + 3 }), fc.constant(2 * SPLIT_MIN_BYTES)),
+    last: fc.boolean(),
+  });
+  const good: fc.Arbitrary<Item> = fc.oneof(
+    chunk.map(({ size, ...c }): Item => {
+      const frame: Frame = { kind: 'blobChunk', blobChunk: { ...c, data: new Uint8Array(size).fill(c.streamId + 1), error: '' } };
+      const { bytes, tail } = encodeForSend(frame);
+      return { frame, messages: tail ? [bytes, tail] : [bytes] };
+    }),
+    frameArb().filter((f) => typedRefusal(() => encodeFrame(f)).ok && encodeFrame(f).byteLength <= max).map((frame): Item => ({ frame, messages: [encodeWireFrame(frame)] })),
+  );
+  const split = chunk.filter((c) => c.size >= SPLIT_MIN_BYTES).map(({ size, ...c }) => encodeForSend({ kind: 'blobChunk', blobChunk: { ...c, data: new Uint8Array(size), error: '' } }));
+  const bad: fc.Arbitrary<Item> = fc.oneof(
+    // a head whose payload is one byte short or long, or missing (another frame's head follows)
+    fc.tuple(split, fc.constantFrom(-1, 1)).map(([e, d]): Item => ({ bad: [e.bytes, new Uint8Array(e.tail!.byteLength + d)], surely: true })),
+    fc.tuple(split, split).map(([a, b]): Item => ({ bad: [a.bytes, b.bytes], surely: true })),
+    // a head announcing a frame over the limit
+    fc.constant<Item>({ bad: [encodeForSend({ kind: 'blobChunk', blobChunk: { streamId: 1, offset: 0, total: 0, data: new Uint8Array(max), last: false, error: '' } }).bytes], surely: true }),
+    // bytes mutated from a seed frame or a head; they may still decode, so this item ends what is checked
+    fc.tuple(fc.oneof(fc.constantFrom(...seeds.map((x) => x.bytes)), split.map((e) => e.bytes)), fc.array(mutationArb, { minLength: 1, maxLength: 3 })).map(
+      ([b, ms]): Item => ({ bad: [mutate(b, ms)], surely: false }),
+    ),
+  );
+  const sequences = fc.tuple(fc.array(good, { maxLength: 6 }), fc.option(bad, { nil: undefined }), fc.array(good, { maxLength: 3 }));
+  await fuzzAsync('socket channel message sequences', opts, fc.asyncProperty(sequences, async ([before, wrong, after]) => {
+    const ch = new FedChannel(max);
+    const delivered: Frame[] = [];
+    const closes: (Error | undefined)[] = [];
+    ch.onFrame = (f) => delivered.push(f);
+    ch.onClose = (e) => closes.push(e);
+    for (const item of [...before, ...(wrong ? [wrong] : []), ...after]) for (const m of 'bad' in item ? item.bad : item.messages) ch.feed(m);
+    await new Promise((r) => setImmediate(r));
+    assert.ok(delivered.length >= before.length, `${delivered.length} of the ${before.length} good frames before the bad item`);
+    before.forEach((item, i) => assert.ok('frame' in item && sameValue(delivered[i], item.frame), `frame ${i} delivered as sent`));
+    if (!wrong) {
+      assert.is(delivered.length, before.length + after.length);
+      assert.is(closes.length, 0);
+      return;
+    }
+    assert.ok(closes.length <= 1, `${closes.length} closes`);
+    const e = closes[0];
+    if (e) assert.ok(e instanceof FedError && known.has(e.code) && e.code !== 'internal', String(e));
+    if ('bad' in wrong && wrong.surely) {
+      assert.is(closes.length, 1, 'a surely bad message ends the channel');
+      assert.is(delivered.length, before.length, 'nothing is delivered from or after a bad message');
+    }
+  }));
 });
 
 test.run();
