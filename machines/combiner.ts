@@ -5,8 +5,8 @@
 // update is checked before it can touch the aggregate: session, round, sender, duplicate, base
 // model, weight, then (once its bytes arrived) shape and finiteness; each refusal is counted with
 // its reason and acknowledged to the client.
-import { and, assign, emit, enqueueActions, fromCallback, fromPromise, raise, sendTo, setup } from 'xstate';
-import type { RoundConfig, StartRound } from '../src/protocol/generated.ts';
+import { and, assign, emit, enqueueActions, fromCallback, fromPromise, raise, setup } from 'xstate';
+import type { RoundConfig } from '../src/protocol/generated.ts';
 import { firstNonFinite } from '../src/model/params.ts';
 import { addMetrics, boundedDelay, meanMetrics, outbound, sample, type Inbound, type Outbound, type RejectionReason } from './common.ts';
 

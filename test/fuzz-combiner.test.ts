@@ -17,7 +17,7 @@ import { createActor, fromCallback, fromPromise, SimulatedClock } from 'xstate';
 import { combinerMachine, taskIdOf, type FetchedUpdate, type FetchRequest, type RoundState } from '../machines/combiner.ts';
 import type { Inbound, Outbound } from '../machines/common.ts';
 import { makeMessage } from '../src/protocol/codec.ts';
-import type { Message, MessageType, RoundReport, TrainResult, ValidateResult } from '../src/protocol/generated.ts';
+import type { Message, RoundReport, TrainResult, ValidateResult } from '../src/protocol/generated.ts';
 import { FedAvgAccumulator } from '../src/strategies/fedavg.ts';
 import { firstNonFinite } from '../src/model/params.ts';
 import { catchingCrashes, fc, fuzzAsync, fuzzOptions, messageArb, messageTypes, outOfContractInt, UINT32_MAX, wildDouble, wildString, wireUint32, type Overrides } from './helpers/fuzz-arbs.ts';
@@ -109,8 +109,6 @@ function overrides(mode: 'wire' | 'wild', overflow: boolean): Overrides {
       .map(([c, o]) => ({ ...c, ...o })),
   };
 }
-
-const inboundTypes: MessageType[] = ['StartRound', 'CancelRound', 'ClientHello', 'Heartbeat', 'ClientBye', 'TrainResult', 'ValidateResult', 'TaskFailed'];
 
 function commandArb(mode: 'wire' | 'wild', overflow = false): fc.Arbitrary<Command> {
   const o = { mode, overrides: overrides(mode, overflow) } as const;

@@ -4,7 +4,6 @@ import * as tf from '@tensorflow/tfjs';
 import { buildCnn, buildMlp, evaluate, getParams, initBackend, modelLayout, setParams, trainLocal, type TrainOptions } from '../src/model/tf.ts';
 import { loadMnist, subset, type Dataset } from '../src/data/mnist.ts';
 import { modelId } from '../src/model/hash.ts';
-import { makeParams } from '../src/model/params.ts';
 import { isFedError, type ErrorCode } from '../src/errors.ts';
 
 const backend = await initBackend();
