@@ -86,6 +86,10 @@ const busyTransitions = {
   CancelTask: { guard: and(['isCurrentTask', 'fromMyCombiner']), target: 'ready', actions: 'countCancelled' },
 } as const;
 
+// What the train and validate actors are given, and what a failed task does: the same for both.
+const taskInput = ({ context }: { context: ClientContext }): TaskInfo & { combiner: string } => ({ ...context.task!, combiner: context.combiner });
+const taskFailed = { target: 'ready', actions: { type: 'reportFailure', params: ({ event }: { event: { error: unknown } }) => ({ error: event.error }) } } as const;
+
 export const clientMachine = setup({
   types: {
     context: {} as ClientContext,
@@ -126,6 +130,30 @@ export const clientMachine = setup({
       const reason = String((params.error as Error)?.message ?? params.error).slice(0, 500);
       enqueue.emit(outbound(context.combiner, { type: 'TaskFailed', taskId: context.task!.taskId, reason }));
       enqueue.assign({ task: null, stats: { ...context.stats, failed: context.stats.failed + 1 } });
+    }),
+    reportTrained: enqueueActions(({ context, enqueue }, out: TrainOutput) => {
+      const t = context.task!;
+      enqueue.emit(
+        outbound(context.combiner, {
+          type: 'TrainResult',
+          taskId: t.taskId,
+          sessionId: t.sessionId,
+          round: t.round,
+          baseModelId: t.modelId,
+          updateId: out.updateId,
+          numExamples: out.numExamples,
+          metrics: out.metrics,
+          trainMs: out.trainMs,
+        }),
+      );
+      enqueue.assign({ task: null, stats: { ...context.stats, trained: context.stats.trained + 1 } });
+    }),
+    reportValidated: enqueueActions(({ context, enqueue }, out: ValidateOutput) => {
+      const t = context.task!;
+      enqueue.emit(
+        outbound(context.combiner, { type: 'ValidateResult', taskId: t.taskId, sessionId: t.sessionId, round: t.round, modelId: t.modelId, numExamples: out.numExamples, metrics: out.metrics }),
+      );
+      enqueue.assign({ task: null, stats: { ...context.stats, validated: context.stats.validated + 1 } });
     }),
     countCancelled: assign(({ context }) => ({ task: null, stats: { ...context.stats, cancelled: context.stats.cancelled + 1 } })),
     lose: assign(({ context }, params: { reason: string }) => ({
@@ -227,55 +255,11 @@ export const clientMachine = setup({
       states: {
         ready: { on: taskTransitions },
         training: {
-          invoke: {
-            src: 'train',
-            input: ({ context }) => ({ ...context.task!, combiner: context.combiner }),
-            onDone: {
-              target: 'ready',
-              actions: [
-                emit(({ context, event }) =>
-                  outbound(context.combiner, {
-                    type: 'TrainResult',
-                    taskId: context.task!.taskId,
-                    sessionId: context.task!.sessionId,
-                    round: context.task!.round,
-                    baseModelId: context.task!.modelId,
-                    updateId: event.output.updateId,
-                    numExamples: event.output.numExamples,
-                    metrics: event.output.metrics,
-                    trainMs: event.output.trainMs,
-                  }),
-                ),
-                assign({ task: null, stats: ({ context }) => ({ ...context.stats, trained: context.stats.trained + 1 }) }),
-              ],
-            },
-            onError: { target: 'ready', actions: { type: 'reportFailure', params: ({ event }) => ({ error: event.error }) } },
-          },
+          invoke: { src: 'train', input: taskInput, onDone: { target: 'ready', actions: { type: 'reportTrained', params: ({ event }) => event.output } }, onError: taskFailed },
           on: busyTransitions,
         },
         validating: {
-          invoke: {
-            src: 'validate',
-            input: ({ context }) => ({ ...context.task!, combiner: context.combiner }),
-            onDone: {
-              target: 'ready',
-              actions: [
-                emit(({ context, event }) =>
-                  outbound(context.combiner, {
-                    type: 'ValidateResult',
-                    taskId: context.task!.taskId,
-                    sessionId: context.task!.sessionId,
-                    round: context.task!.round,
-                    modelId: context.task!.modelId,
-                    numExamples: event.output.numExamples,
-                    metrics: event.output.metrics,
-                  }),
-                ),
-                assign({ task: null, stats: ({ context }) => ({ ...context.stats, validated: context.stats.validated + 1 }) }),
-              ],
-            },
-            onError: { target: 'ready', actions: { type: 'reportFailure', params: ({ event }) => ({ error: event.error }) } },
-          },
+          invoke: { src: 'validate', input: taskInput, onDone: { target: 'ready', actions: { type: 'reportValidated', params: ({ event }) => event.output } }, onError: taskFailed },
           on: busyTransitions,
         },
       },
