@@ -5,11 +5,10 @@ import * as assert from 'uvu/assert';
 import * as grpc from '@grpc/grpc-js';
 import { isFedError } from '../src/errors.ts';
 import { encodeFrame } from '../src/protocol/codec.ts';
-import type { Frame } from '../src/protocol/generated.ts';
 import { encodeForSend } from '../src/transport/chunk-frame.ts';
 import { GrpcTransport, LINK_METHOD, grpcChannelOptions, linkServiceDefinition } from '../src/transport/grpc.ts';
 import type { FrameChannel } from '../src/transport/types.ts';
-import { MiB, closedPort, heartbeat, listenRecording, muteServer, record, sleep, until, type Recording } from './helpers/transport-harness.ts';
+import { MiB, checkSplitOnWire, closedPort, heartbeat, listenRecording, muteServer, record, sleep, until, type Recording } from './helpers/transport-harness.ts';
 
 const identity = (b: Buffer): Buffer => b;
 
@@ -210,13 +209,7 @@ test('a 1 MiB chunk frame goes as two messages, head then payload, that joined a
     call.on('error', () => undefined);
   });
   const ch = await new GrpcTransport().dial(endpoint);
-  const data = new Uint8Array(MiB).map((_, i) => i * 7);
-  const frame: Frame = { kind: 'blobChunk', blobChunk: { streamId: 9, offset: 3 * MiB, total: 8 * MiB, data, last: false, error: '' } };
-  await ch.send(frame);
-  await until(() => got.length === 2, 5000, 'raw server got head and payload');
-  assert.ok(got[0]!.byteLength < 64, `head of ${got[0]!.byteLength} bytes`);
-  assert.is(got[1]!.byteLength, MiB);
-  assert.is(Buffer.compare(Buffer.concat(got), Buffer.from(encodeFrame(frame))), 0);
+  await checkSplitOnWire(ch, got);
   ch.close();
   server.forceShutdown();
 });

@@ -6,11 +6,10 @@ import type net from 'node:net';
 import WebSocket, { WebSocketServer } from 'ws';
 import { isFedError } from '../src/errors.ts';
 import { encodeFrame } from '../src/protocol/codec.ts';
-import type { Frame } from '../src/protocol/generated.ts';
 import { encodeForSend } from '../src/transport/chunk-frame.ts';
 import type { FrameChannel } from '../src/transport/types.ts';
 import { WsTransport, maskingEngine, wsSocketOptions } from '../src/transport/ws.ts';
-import { MiB, closedPort, heartbeat, listenRecording, muteServer, record, sleep, until } from './helpers/transport-harness.ts';
+import { MiB, checkSplitOnWire, closedPort, heartbeat, listenRecording, muteServer, record, sleep, until } from './helpers/transport-harness.ts';
 
 /** A bare ws client; resolves once open, with a promise of the close code it eventually sees. */
 async function rawClient(endpoint: string, opts = {}): Promise<{ ws: WebSocket; closed: Promise<{ code: number; reason: string }> }> {
@@ -224,13 +223,7 @@ test('a 1 MiB chunk frame goes as two messages, head then payload, that joined a
   const got: Buffer[] = [];
   const { endpoint, wss } = await rawServer((ws) => ws.on('message', (b: Buffer) => got.push(b)));
   const ch = await new WsTransport().dial(endpoint);
-  const data = new Uint8Array(MiB).map((_, i) => i * 7);
-  const frame: Frame = { kind: 'blobChunk', blobChunk: { streamId: 9, offset: 3 * MiB, total: 8 * MiB, data, last: false, error: '' } };
-  await ch.send(frame);
-  await until(() => got.length === 2, 5000, 'raw server got head and payload');
-  assert.ok(got[0]!.byteLength < 64, `head of ${got[0]!.byteLength} bytes`);
-  assert.is(got[1]!.byteLength, MiB);
-  assert.is(Buffer.compare(Buffer.concat(got), Buffer.from(encodeFrame(frame))), 0);
+  await checkSplitOnWire(ch, got);
   ch.close();
   wss.close();
   for (const c of wss.clients) c.terminate();

@@ -1,7 +1,8 @@
 // Set-up shared by the socket transport tests (grpc, ws): polling for an outcome, recording what a
 // channel delivers, and a listener on a free local port that records every channel it accepts.
+import * as assert from 'uvu/assert';
 import net from 'node:net';
-import { makeMessage } from '../../src/protocol/codec.ts';
+import { encodeFrame, makeMessage } from '../../src/protocol/codec.ts';
 import type { Frame } from '../../src/protocol/generated.ts';
 import type { FrameChannel, Listener, Transport } from '../../src/transport/types.ts';
 
@@ -62,4 +63,19 @@ export async function muteServer(): Promise<{ port: number; close: () => void }>
       server.close();
     },
   };
+}
+
+/**
+ * Sends a 1 MiB chunk frame over `ch` and checks what a bare peer of the library received (`got`, its
+ * messages in order): two messages, the frame's head and then the payload, that joined are the
+ * frame's protobuf bytes.
+ */
+export async function checkSplitOnWire(ch: FrameChannel, got: Buffer[]): Promise<void> {
+  const data = new Uint8Array(MiB).map((_, i) => i * 7);
+  const frame: Frame = { kind: 'blobChunk', blobChunk: { streamId: 9, offset: 3 * MiB, total: 8 * MiB, data, last: false, error: '' } };
+  await ch.send(frame);
+  await until(() => got.length === 2, 5000, 'bare peer got head and payload');
+  assert.ok(got[0]!.byteLength < 64, `head of ${got[0]!.byteLength} bytes`);
+  assert.is(got[1]!.byteLength, MiB);
+  assert.is(Buffer.compare(Buffer.concat(got), Buffer.from(encodeFrame(frame))), 0);
 }
