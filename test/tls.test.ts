@@ -15,6 +15,11 @@ import type { Transport } from '../src/transport/types.ts';
 import { WsTransport } from '../src/transport/ws.ts';
 import { toyLayout, toyTask, weightedMean } from './helpers/toy-task.ts';
 
+// Node's warnings in this process: dialling by IP address must not put the IP into the TLS server name
+// (RFC 6066 forbids it, and Node warns with DEP0123).
+const warnings: Array<{ name: string; code?: string; message: string }> = [];
+process.on('warning', (w: Error & { code?: string }) => warnings.push({ name: w.name, code: w.code, message: w.message }));
+
 const SIZE = 8;
 const target = (k: number): Float32Array => new Float32Array(SIZE).fill(k);
 const kinds = ['grpc', 'ws'] as const;
@@ -109,6 +114,27 @@ for (const kind of kinds) {
     } finally {
       await Promise.all(nodes.map((n) => n.close()));
       await fed.close();
+    }
+  });
+}
+
+for (const kind of kinds) {
+  test(`${kind}: dialled by IP address, the server's certificate is checked against that address, and no IP goes into the TLS server name`, async () => {
+    // The development certificates name localhost, 127.0.0.1 and ::1: a listener on 127.0.0.2 with one is not who the dialer asked for.
+    const server = new Node({ name: 'c1', transport: transportOf(kind, pki.forAddress('combiner/c1')) });
+    server.host('combiner/c1', () => undefined);
+    const dialer = new Node({ name: 'k1', transport: transportOf(kind, k1) });
+    dialer.host('client/k1', () => undefined);
+    try {
+      const good = await server.listen(`${kind}://127.0.0.1:0`);
+      await dialer.dial(good.endpoint);
+      assert.equal(dialer.linkTo('combiner/c1')?.identity, { role: 'combiner', subject: 'c1' });
+      const elsewhere = await server.listen(`${kind}://127.0.0.2:0`);
+      await refused('certificate without the dialled IP', dialer.dial(elsewhere.endpoint), 'unauthenticated', /127\.0\.0\.2|IP/);
+      const sni = warnings.filter((w) => w.code === 'DEP0123');
+      assert.is(sni.length, 0, sni.map((w) => w.message).join('; '));
+    } finally {
+      await Promise.all([server.close(), dialer.close()]);
     }
   });
 }

@@ -25,6 +25,8 @@
 // a dial fails, a bare TLS handshake tells why (untrusted or expired server certificate, a listener
 // that does or does not speak TLS) as an 'unauthenticated' FedError.
 import * as grpc from '@grpc/grpc-js';
+import { isIP } from 'node:net';
+import { checkServerIdentity } from 'node:tls';
 import { FedError } from '../errors.ts';
 import { DEFAULT_MAX_FRAME_BYTES, WireChannel } from './chunk-frame.ts';
 import { bareHost, formatEndpoint, parseEndpoint } from './endpoint.ts';
@@ -50,6 +52,8 @@ export interface GrpcTransportOptions extends ListenerDoorOptions {
 }
 
 export const LINK_METHOD = '/fedstate.v1.Transport/Link';
+/** The TLS server name a dial to an IP address sends (listeners serve one certificate whatever the name). */
+const IP_DIAL_SERVER_NAME = 'fedstate-node';
 const CLOSE_REASON_KEY = 'fedstate-close-reason';
 
 const identity = (b: Buffer): Buffer => b;
@@ -349,8 +353,16 @@ export class GrpcTransport implements Transport {
     const ep = parseEndpoint(endpoint, 'grpc');
     const t = this.options.tls;
     const buf = (v: string | Buffer | undefined): Buffer | null => (v === undefined ? null : Buffer.from(v));
-    const credentials = t ? grpc.credentials.createSsl(buf(t.ca), buf(t.key), buf(t.cert)) : grpc.credentials.createInsecure();
-    const client = new grpc.Client(`${ep.host}:${ep.port}`, credentials, grpcChannelOptions(this.options));
+    const host = bareHost(ep.host);
+    // grpc-js would name an IP address in the TLS server name extension, which RFC 6066 forbids (Node
+    // warns, DEP0123): there it sends a placeholder name instead, and the certificate is still
+    // checked against the IP address dialled.
+    const byIp = !!t && isIP(host) !== 0;
+    const credentials = t
+      ? grpc.credentials.createSsl(buf(t.ca), buf(t.key), buf(t.cert), byIp ? { checkServerIdentity: (_name, cert) => checkServerIdentity(host, cert) } : {})
+      : grpc.credentials.createInsecure();
+    const options = { ...grpcChannelOptions(this.options), ...(byIp ? { 'grpc.ssl_target_name_override': IP_DIAL_SERVER_NAME } : {}) };
+    const client = new grpc.Client(`${ep.host}:${ep.port}`, credentials, options);
     try {
       await waitForReady(client, endpoint, this.settings.dialTimeoutMs);
     } catch (e) {
