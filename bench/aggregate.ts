@@ -34,17 +34,20 @@ import { FedAvgAccumulator } from '../src/strategies/fedavg.ts';
 import { createMedian } from '../src/strategies/median.ts';
 import { createTrimmedMean } from '../src/strategies/trimmed-mean.ts';
 import type { AggregationStrategy } from '../src/strategies/types.ts';
+import { scriptFlags } from '../src/util/args.ts';
 import { emitJson } from './lib/json.ts';
 
-const argv = process.argv.slice(2);
-const flag = (name: string, def: number): number => {
-  const i = argv.indexOf(name);
-  return i >= 0 && argv[i + 1] !== undefined ? Number(argv[i + 1]) : def;
-};
-const quick = argv.includes('--quick');
-const N = flag('--updates', 100);
-const P = flag('--params', quick ? 100_000 : 1_000_000);
-const ROUNDS = flag('--rounds', quick ? 2 : 3);
+const flags = scriptFlags('npx tsx bench/aggregate.ts [flags]', {
+  quick: { type: 'boolean', default: false, help: 'a small run: 100,000 parameters, 2 rounds' },
+  updates: { type: 'number', default: 100, min: 2, max: 10_000, integer: true, help: 'updates aggregated per round' },
+  params: { type: 'number', min: 1, max: 100_000_000, integer: true, help: 'parameters per update (default 1,000,000; 100,000 with --quick)' },
+  rounds: { type: 'number', min: 1, max: 50, integer: true, help: 'timed rounds, best kept (default 3; 2 with --quick)' },
+  json: { type: 'boolean', default: false, help: 'end with one JSON line' },
+});
+const quick = flags.quick;
+const N = flags.updates;
+const P = (flags.params as number | undefined) ?? (quick ? 100_000 : 1_000_000);
+const ROUNDS = (flags.rounds as number | undefined) ?? (quick ? 2 : 3);
 const FEDAVG_REPS = 3;
 
 /** Must match value() in bench/native/aggregate.c. */

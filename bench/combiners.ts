@@ -14,7 +14,7 @@
 import { cpus } from 'node:os';
 import { startReducer } from '../src/actors/reducer.ts';
 import { createTransport } from '../src/transport/registry.ts';
-import { parseFlags } from '../src/util/args.ts';
+import { scriptFlags } from '../src/util/args.ts';
 import { emitJson } from './lib/json.ts';
 import { nodeWorkerPath, type WorkerReply, type WorkerRequest } from './lib/node-worker.ts';
 import { forkWorker, type Worker } from './lib/proc.ts';
@@ -116,7 +116,7 @@ async function runOnce(combinerCount: number, o: { clients: number; clientProces
 }
 
 async function main(): Promise<void> {
-  const flags = parseFlags(process.argv.slice(2), {
+  const flags = scriptFlags('npx tsx bench/combiners.ts [flags]', {
     combiners: { type: 'string', default: '1,2,4', help: 'combiner process counts (comma-separated)' },
     clients: { type: 'number', default: 200, min: 1, integer: true, help: 'clients in total' },
     'client-processes': { type: 'number', default: 4, min: 1, integer: true, help: 'processes the clients are spread over' },

@@ -23,7 +23,7 @@ import { startFederation } from '../src/actors/federation.ts';
 import { startReducer, type ReducerHandle } from '../src/actors/reducer.ts';
 import { createTransport } from '../src/transport/registry.ts';
 import type { TransportKind } from '../src/transport/types.ts';
-import { parseFlags } from '../src/util/args.ts';
+import { scriptFlags } from '../src/util/args.ts';
 import { KB, MB, retained, settledHeap } from './lib/heap.ts';
 import { emitJson } from './lib/json.ts';
 import { nodeWorkerPath, type WorkerReply, type WorkerRequest } from './lib/node-worker.ts';
@@ -162,7 +162,7 @@ async function runRemote(kind: TransportKind, clients: number, rounds: number): 
 const list = (s: string): number[] => s.split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0);
 
 async function main(): Promise<void> {
-  const flags = parseFlags(process.argv.slice(2), {
+  const flags = scriptFlags('npx tsx bench/memory.ts [flags]', {
     clients: { type: 'string', default: '1000,10000', help: 'in-process client counts (comma-separated)' },
     combiners: { type: 'number', default: 2, min: 1, integer: true, help: 'in-process combiners' },
     'remote-clients': { type: 'number', default: 500, min: 0, integer: true, help: 'clients connected to the combiner process over grpc and ws (0: skip)' },

@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { startFederation } from '../src/actors/federation.ts';
 import { createTransport } from '../src/transport/registry.ts';
 import type { TransportKind } from '../src/transport/types.ts';
-import { parseFlags } from '../src/util/args.ts';
+import { scriptFlags } from '../src/util/args.ts';
 import { emitJson } from './lib/json.ts';
 import { forkWorker, serveParent } from './lib/proc.ts';
 import { grpcPath, memcpyPath, timeTransfer, wsPath, type RawPath } from './lib/raw.ts';
@@ -101,7 +101,7 @@ async function runSize(cfg: SizeConfig): Promise<SizeResult> {
 }
 
 async function main(): Promise<void> {
-  const flags = parseFlags(process.argv.slice(2), {
+  const flags = scriptFlags('npx tsx bench/model-size.ts [flags]', {
     params: { type: 'string', default: '1000000,10000000,50000000', help: 'model sizes in float32 parameters (comma-separated)' },
     transports: { type: 'string', default: 'inproc,grpc,ws', help: 'transports (comma-separated)' },
     rounds: { type: 'number', default: 2, min: 1, max: 50, integer: true, help: 'timed rounds per configuration (after one warm-up round)' },

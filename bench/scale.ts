@@ -22,7 +22,7 @@
 // from that run too).
 import { fileURLToPath } from 'node:url';
 import { startFederation } from '../src/actors/federation.ts';
-import { parseFlags } from '../src/util/args.ts';
+import { scriptFlags } from '../src/util/args.ts';
 import { KB, retained, settledHeap } from './lib/heap.ts';
 import { emitJson } from './lib/json.ts';
 import { forkWorker, serveParent } from './lib/proc.ts';
@@ -128,7 +128,7 @@ const list = (s: string): number[] =>
   });
 
 async function main(): Promise<void> {
-  const flags = parseFlags(process.argv.slice(2), {
+  const flags = scriptFlags('npx tsx bench/scale.ts [flags]', {
     clients: { type: 'string', default: '10,100,1000,10000', help: 'client counts (comma-separated)' },
     combiners: { type: 'string', default: '1,2,4', help: 'combiner counts (comma-separated)' },
     rounds: { type: 'number', default: 4, min: 1, max: 100, integer: true, help: 'timed rounds per configuration (after one warm-up round)' },

@@ -17,7 +17,7 @@ import { Link } from '../src/transport/link.ts';
 import type { TlsOptions } from '../src/transport/tls.ts';
 import type { Transport } from '../src/transport/types.ts';
 import { WsTransport } from '../src/transport/ws.ts';
-import { parseFlags } from '../src/util/args.ts';
+import { scriptFlags } from '../src/util/args.ts';
 import { emitJson } from './lib/json.ts';
 import { markdownTable } from './lib/table.ts';
 
@@ -69,7 +69,7 @@ const median = (xs: number[]): number => {
 };
 
 async function main(): Promise<void> {
-  const flags = parseFlags(process.argv.slice(2), {
+  const flags = scriptFlags('npx tsx bench/tls.ts [flags]', {
     mb: { type: 'number', default: 64, min: 1, integer: true, help: 'blob size in MiB' },
     rounds: { type: 'number', default: 5, min: 1, integer: true, help: 'pulls per path' },
     dials: { type: 'number', default: 20, min: 1, integer: true, help: 'dials per path for the connection cost' },

@@ -27,7 +27,7 @@ import { fork } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import WebSocket, { WebSocketServer } from 'ws';
-import { parseFlags } from '../src/util/args.ts';
+import { scriptFlags } from '../src/util/args.ts';
 import { emitJson } from './lib/json.ts';
 import { chunked, sendPaced } from './lib/raw.ts';
 import { markdownTable } from './lib/table.ts';
@@ -313,7 +313,7 @@ const median = (xs: number[]): number => {
 };
 
 async function main(): Promise<void> {
-  const flags = parseFlags(process.argv.slice(2), {
+  const flags = scriptFlags('npx tsx bench/transport.ts [flags]', {
     mb: { type: 'number', default: 128, min: 1, max: 1024, integer: true, help: 'blob size in MiB' },
     rounds: { type: 'number', default: 5, min: 1, max: 50, integer: true, help: 'timed rounds per path' },
     json: { type: 'boolean', default: false, help: 'end with one JSON line' },

@@ -99,6 +99,21 @@ test('transport: both ratios, the verified ceiling and the link against it, from
   assert.ok(cores['ws raw verified']! > 0 && cores['grpc raw verified']! > 0, JSON.stringify(cores));
 });
 
+test('every benchmark answers --help with its flags (exit 0) and a mistyped flag with the valid ones (exit 2), not a stack trace', async () => {
+  for (const file of ['aggregate.ts', 'combiners.ts', 'memory.ts', 'model-size.ts', 'scale.ts', 'tls.ts', 'transport.ts']) {
+    const help = await run(process.execPath, ['--import', 'tsx', `bench/${file}`, '--help']);
+    assert.match(help.stdout, new RegExp(`^usage: npx tsx bench/${file.replace('.', '\\.')} \\[flags\\]`), file);
+    assert.match(help.stdout, /--json/, file);
+    const wrong = await run(process.execPath, ['--import', 'tsx', `bench/${file}`, '--jsno']).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    assert.is(wrong.code, 2, file);
+    assert.match(wrong.stderr, /unknown flag --jsno; valid flags: .*--json/, file);
+    assert.not.match(wrong.stderr, /\n\s+at /, `${file}: no stack trace`);
+  }
+});
+
 test('run.ts lists the benchmarks and refuses an unknown name', async () => {
   const { stdout } = await run(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--list']);
   for (const name of ['scale', 'memory', 'combiners', 'model-size', 'transport', 'aggregate']) assert.ok(stdout.includes(`| ${name}`), name);

@@ -61,3 +61,22 @@ export function flagHelp(spec: Record<string, FlagSpec>): string {
     .map(([name, s]) => `  --${name}${s.type === 'boolean' ? '' : ` <${s.type}>`}`.padEnd(30) + s.help + (s.default !== undefined ? ` (default ${String(s.default)})` : ''))
     .join('\n');
 }
+
+/**
+ * parseFlags for a script run by hand (a benchmark, a tool): `--help` prints the usage line and every
+ * flag and exits 0; a bad flag prints what is wrong and the flags and exits 2, not a stack trace.
+ */
+export function scriptFlags<S extends Record<string, FlagSpec>>(usage: string, spec: S, argv: string[] = process.argv.slice(2)): FlagValues<S> {
+  const help = `usage: ${usage}\n\n${flagHelp(spec)}`;
+  if (argv.includes('--help')) {
+    console.log(help);
+    process.exit(0);
+  }
+  try {
+    return parseFlags(argv, spec);
+  } catch (e) {
+    if (!(e instanceof FedError) || e.code !== 'config') throw e;
+    console.error(`${e.message}\n\n${help}`);
+    process.exit(2);
+  }
+}
