@@ -46,8 +46,8 @@ const flags = scriptFlags('npx tsx bench/aggregate.ts [flags]', {
 });
 const quick = flags.quick;
 const N = flags.updates;
-const P = (flags.params as number | undefined) ?? (quick ? 100_000 : 1_000_000);
-const ROUNDS = (flags.rounds as number | undefined) ?? (quick ? 2 : 3);
+const P = flags.params ?? (quick ? 100_000 : 1_000_000);
+const ROUNDS = flags.rounds ?? (quick ? 2 : 3);
 const FEDAVG_REPS = 3;
 
 /** Must match value() in bench/native/aggregate.c. */

@@ -9,8 +9,11 @@ export type FlagSpec =
 
 type Camel<S extends string> = S extends `${infer Head}-${infer Tail}` ? `${Head}${Capitalize<Camel<Tail>>}` : S;
 
+type FlagValue<F extends FlagSpec> = F extends { type: 'number' } ? number : F extends { type: 'boolean' } ? boolean : string;
+
+/** A flag declared without a default is undefined when not given. */
 export type FlagValues<S extends Record<string, FlagSpec>> = {
-  [K in keyof S as Camel<K & string>]: S[K] extends { type: 'number' } ? number : S[K] extends { type: 'boolean' } ? boolean : string;
+  [K in keyof S as Camel<K & string>]: S[K] extends { default: number | string | boolean } ? FlagValue<S[K]> : FlagValue<S[K]> | undefined;
 } & { _: string[] };
 
 const camel = (flag: string): string => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
