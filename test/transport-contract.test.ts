@@ -571,12 +571,16 @@ for (const kind of kinds) {
     await listener.close();
   });
 
-  test(`${kind}: 64 full 1 MiB chunk frames arrive intact and in order`, async () => {
+  test(`${kind}: 64 full 1 MiB chunk frames, sent from plain and from shared memory, arrive intact and in order`, async () => {
     const { dialer, acceptor, listener } = await channelPair(kind);
     const atB = record(acceptor);
     const blob = randomBlob(64 * CHUNK_BYTES);
+    // a fetched model is held in shared memory (hashed off-thread) and served from there
+    const shared = new Uint8Array(new SharedArrayBuffer(blob.byteLength));
+    shared.set(blob);
     for (let o = 0; o < blob.byteLength; o += CHUNK_BYTES) {
-      await dialer.send(chunkFrame(1, o, blob.subarray(o, o + CHUNK_BYTES), o + CHUNK_BYTES === blob.byteLength));
+      const from = (o / CHUNK_BYTES) % 2 ? shared : blob;
+      await dialer.send(chunkFrame(1, o, from.subarray(o, o + CHUNK_BYTES), o + CHUNK_BYTES === blob.byteLength));
     }
     await until(() => atB.frames.length === 64, 20_000, 'chunks');
     const h = createHash('sha256');
