@@ -91,12 +91,20 @@ test('transport: both ratios, the verified ceiling and the link against it, from
   const lines = stdout.trim().split('\n');
   const json = JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>;
   assert.ok(hasTable(lines.slice(0, -1).join('\n')));
-  for (const k of ['grpcRatio', 'wsRatio', 'grpcVerifiedCeilingRatio', 'wsVerifiedCeilingRatio', 'grpcLinkVsCeiling', 'wsLinkVsCeiling']) {
+  for (const k of ['grpcRatio', 'wsRatio', 'grpcVerifiedCeilingRatio', 'wsVerifiedCeilingRatio', 'grpcLinkVsCeiling', 'wsLinkVsCeiling', 'grpcReusedVsCeiling', 'wsReusedVsCeiling']) {
     const v = json[k];
     assert.ok(typeof v === 'number' && Number.isFinite(v) && v > 0, `${k}: ${String(v)}`);
   }
   const cores = json.coresBusy as Record<string, number>;
   assert.ok(cores['ws raw verified']! > 0 && cores['grpc raw verified']! > 0, JSON.stringify(cores));
+  // where the link hashes on its receiving thread (no worker: one CPU, or turned off), so does the ceiling
+  const noWorker = await run(process.execPath, ['--import', 'tsx', 'bench/transport.ts', '--mb', '2', '--rounds', '1', '--json'], {
+    env: { ...process.env, FEDSTATE_HASH_WORKER: '0' },
+    maxBuffer: 1 << 24,
+    timeout: 240_000,
+  });
+  const j2 = JSON.parse(noWorker.stdout.trim().split('\n').pop()!) as Record<string, number>;
+  assert.ok(j2.wsVerifiedCeilingRatio! > 0 && j2.grpcVerifiedCeilingRatio! > 0, JSON.stringify(j2));
 });
 
 test('every benchmark answers --help with its flags (exit 0) and a mistyped flag with the valid ones (exit 2), not a stack trace', async () => {

@@ -244,4 +244,19 @@ test('a chunk head followed by a payload of another length closes the channel wi
   await listener.close();
 });
 
+test('a stream that ends cleanly after a chunk head and before its payload is reported as malformed, not a clean close', async () => {
+  const { listener, accepted } = await listenRecording(new WsTransport());
+  const raw = await rawClient(listener.endpoint);
+  const { bytes } = encodeForSend({ kind: 'blobChunk', blobChunk: { streamId: 1, offset: 0, total: MiB, data: new Uint8Array(MiB), last: false, error: '' } });
+  raw.ws.send(bytes);
+  raw.ws.close(1000, 'done');
+  await raw.closed;
+  await until(() => accepted[0]?.closes.length === 1, 5000, 'server channel closed');
+  const e = accepted[0]?.closes[0];
+  assert.ok(isFedError(e, 'malformed'), String(e));
+  assert.match(String(e), /inside a chunk frame/);
+  assert.is(accepted[0]?.frames.length, 0);
+  await listener.close();
+});
+
 test.run();

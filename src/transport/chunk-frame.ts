@@ -9,8 +9,10 @@
 // sends it as is; grpc-js makes the one copy it makes of every message). Head and payload together
 // are exactly the bytes of an ordinary protobuf `Frame`. The receiving side recognises a head by
 // its declared length running past the message by exactly the length of its final `data` field,
-// and takes the next message as that payload (a view, no copy). Anything the fast decoder does not
-// fully understand is handed to the generic decoder, which is the one that defines what is valid.
+// and takes the next message as that payload (a view, no copy). A head is read only in the form
+// written here (no error text, `data` last); any other message that runs short is refused as
+// malformed. Otherwise, whatever the fast decoder does not fully understand goes to the generic
+// decoder, which is the one that defines what a whole frame is.
 import { FedError, errorMessage } from '../errors.ts';
 import { decodeFrame, encodeFrame, loneSurrogate } from '../protocol/codec.ts';
 import type { BlobChunk, Frame } from '../protocol/generated.ts';
@@ -405,6 +407,11 @@ export abstract class WireChannel implements FrameChannel {
   protected finish(error?: Error, localReason?: string): void {
     if (this.closed) return;
     this.closed = true;
+    // A peer that ends its stream cleanly between a head and its payload sent a truncated frame.
+    if (this.head && error instanceof FedError && error.code === 'closed' && error.detail?.clean === true) {
+      error = new FedError('malformed', `${this.peer} ended the stream inside a chunk frame (its head came, its payload did not): ${error.message}`, error.detail);
+    }
+    this.head = undefined;
     this.closeError = error ?? new FedError('closed', `channel to ${this.peer} closed: ${localReason ?? 'closed'}`);
     const failed = this.sendError();
     for (const w of this.waiters.splice(0)) w.reject(failed);
