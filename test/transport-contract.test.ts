@@ -17,7 +17,7 @@ import { formatEndpoint, parseEndpoint } from '../src/transport/endpoint.ts';
 import { GrpcTransport } from '../src/transport/grpc.ts';
 import { WsTransport } from '../src/transport/ws.ts';
 import { InprocNetwork } from '../src/transport/inproc.ts';
-import { Link } from '../src/transport/link.ts';
+import { Link, partialOf } from '../src/transport/link.ts';
 import { OFF_THREAD_MIN_BYTES, hashWorker } from '../src/transport/off-thread-hash.ts';
 import { InprocTransport } from '../src/transport/inproc.ts';
 import { createTransport, transportFor } from '../src/transport/registry.ts';
@@ -897,6 +897,80 @@ for (const kind of kinds) {
     await p.listener.close();
     await relay?.close();
   });
+
+  for (const [chunks, cutAt] of [
+    [40, 10],
+    [3, 2],
+  ] as const) {
+    const hashing = chunks * CHUNK_BYTES >= OFF_THREAD_MIN_BYTES ? 'hashed off-thread' : 'hashed inline';
+    test(`${kind} link: a ${chunks} MiB transfer (${hashing}) cut by a dropped link resumes on a new link with only the rest; a lying holder for the rest is caught`, async () => {
+      const blob = randomBlob(chunks * CHUNK_BYTES);
+      const hash = sha256(blob);
+      const sb = side();
+      sb.blobs.set(hash, blob);
+      let relay: Awaited<ReturnType<typeof tcpRelay>> | undefined;
+      let cut = (): void => undefined;
+      let chunksSeen = 0;
+      // one chunk of credit at a time, so the holder has not sent the rest before the cut
+      const window = 1;
+      const p = await linkPair(kind, {
+        sb,
+        window,
+        dialVia: async (ep) => {
+          if (kind === 'inproc') return ep;
+          relay = await tcpRelay(parseEndpoint(ep).port);
+          return `${kind}://127.0.0.1:${relay.port}`;
+        },
+        wrapDialer: (ch) => new Tap(ch, { onFrame: (f) => void (f.kind === 'blobChunk' && ++chunksSeen === cutAt && cut()) }),
+      });
+      cut = kind === 'inproc' ? () => p.acceptedChannels[0]?.close('dropped') : () => relay?.cut();
+      const failed = await p.a.fetchBlob(hash, { resumable: true }).then(
+        () => assert.unreachable('fetch survived a dropped link'),
+        (e: unknown) => e,
+      );
+      assert.ok(isFedError(failed, 'closed'), String(failed));
+      const partial = partialOf(failed);
+      assert.ok(partial, 'a partial blob comes with the rejection');
+      assert.ok(partial.received >= (cutAt - 1) * CHUNK_BYTES && partial.received < blob.byteLength, `${partial.received} bytes kept`);
+      assert.is(partial.total, blob.byteLength);
+
+      // an honest holder: only the rest moves, and the whole blob verifies
+      const retry = await linkOn(await p.transport.dial(p.listener.endpoint), 'node-a', 'client/a', side()).start();
+      const got = await within(20_000, retry.fetchBlob(hash, { resume: partial }), 'resumed fetch');
+      assert.is(retry.stats.bytesIn, blob.byteLength - partial.received, 'the resumed link carried only the rest');
+      assert.is(sha256(got), hash);
+      assert.ok(Buffer.compare(Buffer.from(got), Buffer.from(blob)) === 0);
+      retry.close();
+
+      // the same cut again, and a holder that now answers with other bytes under that hash: the prefix
+      // it did not send is still covered by the final check
+      chunksSeen = 0;
+      const again = await p.transport.dial(p.listener.endpoint);
+      relay?.close();
+      const second = await linkOn(new Tap(again, { onFrame: (f) => void (f.kind === 'blobChunk' && ++chunksSeen === cutAt && again.close('dropped')) }), 'node-a', 'client/a', side(), { window }).start();
+      const failedAgain = await second.fetchBlob(hash, { resumable: true }).then(
+        () => assert.unreachable('fetch survived a dropped link'),
+        (e: unknown) => e,
+      );
+      const part2 = partialOf(failedAgain);
+      assert.ok(part2, String(failedAgain));
+      const liar = side();
+      const forged = Uint8Array.from(blob);
+      forged[forged.length - 1]! ^= 0xff;
+      liar.blobs.set(hash, forged);
+      const liarListener = await p.transport.listen(anyEndpoint(kind), (ch) => void linkOn(ch, 'node-l', 'combiner/l', liar).start().catch(() => undefined));
+      const toLiar = await linkOn(await p.transport.dial(liarListener.endpoint), 'node-a', 'client/a', side()).start();
+      const lied = await toLiar.fetchBlob(hash, { resume: part2 }).then(
+        () => assert.unreachable('a forged rest was accepted'),
+        (e: unknown) => e,
+      );
+      assert.ok(isFedError(lied, 'hash-mismatch'), String(lied));
+      toLiar.close();
+      await liarListener.close();
+      await p.listener.close();
+      await relay?.close();
+    });
+  }
 
   test(`${kind} link: after the listener restarts on the same endpoint, a redial gets a working link`, async () => {
     const p = await linkPair(kind);

@@ -17,6 +17,7 @@ export interface BlobRequest {
   streamId: number;
   hash: string;
   window: number;
+  offset: number;
 }
 
 export interface BlobChunk {

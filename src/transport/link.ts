@@ -67,6 +67,48 @@ export interface FetchBlobOptions {
   maxBytes?: number;
   /** Given the announced size, a buffer of exactly that many bytes to receive into, or undefined (see fetchBlob). */
   into?: (total: number) => Uint8Array | undefined;
+  /**
+   * Keep what arrived if the link drops mid-transfer: the rejection then carries a PartialBlob
+   * (partialOf(error)) that a later fetchBlob of the same hash, on this link or another, resumes.
+   * Whoever asks for this must resume or discard() the partial blob.
+   */
+  resumable?: boolean;
+  /** A transfer to continue: only the bytes after partial.received are asked for. */
+  resume?: PartialBlob;
+}
+
+/**
+ * What a dropped transfer had received: its buffer and running hash. The bytes are not verified
+ * until the whole blob is there, so nothing in here is ever handed out on its own.
+ */
+export class PartialBlob {
+  constructor(
+    readonly hash: string,
+    readonly buffer: Uint8Array,
+    readonly received: number,
+    /** @internal */ readonly digest: Hash | undefined,
+    /** @internal */ readonly offThread: { worker: HashWorker; job: number } | undefined,
+  ) {}
+
+  get total(): number {
+    return this.buffer.byteLength;
+  }
+
+  private discarded = false;
+
+  /** Gives up on the transfer: frees the hash worker's hold on the buffer. */
+  discard(): void {
+    if (this.discarded) return;
+    this.discarded = true;
+    this.offThread?.worker.drop(this.offThread.job);
+  }
+}
+
+const partials = new WeakMap<Error, PartialBlob>();
+
+/** The resumable part of a fetchBlob that failed because its link dropped, if any arrived. */
+export function partialOf(error: unknown): PartialBlob | undefined {
+  return error instanceof Error ? partials.get(error) : undefined;
 }
 
 interface Outgoing {
@@ -86,6 +128,7 @@ interface Incoming {
   offThread?: { worker: HashWorker; job: number };
   maxBytes: number;
   into?: (total: number) => Uint8Array | undefined;
+  resumable: boolean;
   buffer?: Uint8Array;
   received: number;
   sinceCredit: number;
@@ -187,19 +230,35 @@ export class Link {
    * fetch fails, what that buffer holds is unspecified.
    */
   fetchBlob(hash: string, opts: FetchBlobOptions = {}): Promise<Uint8Array> {
-    if (this.closed) return Promise.reject(this.closeError ?? new FedError('closed', 'link closed'));
+    const from = opts.resume;
+    // a partial blob this call cannot take goes back to the caller with the refusal
+    const refuse = (e: FedError): Promise<never> => {
+      if (from) partials.set(e, from);
+      return Promise.reject(e);
+    };
+    if (this.closed) {
+      const e = this.closeError ?? new FedError('closed', 'link closed');
+      return from ? refuse(new FedError('closed', e.message)) : Promise.reject(e);
+    }
+    if (from && (from.hash !== hash || from.received <= 0 || from.received >= from.total)) {
+      return refuse(new FedError('config', `cannot resume blob ${hash.slice(0, 12)} from a partial ${from.hash.slice(0, 12)} at ${from.received}/${from.total}`));
+    }
     const streamId = this.nextStream++;
     return new Promise((resolve, reject) => {
       this.incoming.set(streamId, {
         hash,
         maxBytes: Math.min(opts.maxBytes ?? Infinity, this.maxBlobBytes),
         into: opts.into,
-        received: 0,
+        resumable: opts.resumable === true,
+        buffer: from?.buffer,
+        digest: from?.digest,
+        offThread: from?.offThread,
+        received: from?.received ?? 0,
         sinceCredit: 0,
         resolve,
         reject,
       });
-      this.enqueue({ kind: 'blobRequest', blobRequest: { streamId, hash, window: this.window } });
+      this.enqueue({ kind: 'blobRequest', blobRequest: { streamId, hash, window: this.window, offset: from?.received ?? 0 } });
     });
   }
 
@@ -215,8 +274,13 @@ export class Link {
     this.closeError = error;
     this.settleHello(error);
     for (const s of this.incoming.values()) {
-      s.offThread?.worker.drop(s.offThread.job);
-      s.reject(new FedError('closed', `blob ${s.hash.slice(0, 12)} not received: ${error.message}`));
+      const e = new FedError('closed', `blob ${s.hash.slice(0, 12)} not received: ${error.message}`);
+      if (s.resumable && s.buffer && s.received > 0 && s.received < s.buffer.byteLength) {
+        partials.set(e, new PartialBlob(s.hash, s.buffer, s.received, s.digest, s.offThread));
+      } else {
+        s.offThread?.worker.drop(s.offThread.job);
+      }
+      s.reject(e);
     }
     this.incoming.clear();
     this.outgoing.clear();
@@ -402,7 +466,12 @@ export class Link {
       this.enqueue(this.chunk(req.streamId, 0, 0, new Uint8Array(0), true, problem ? `fetch-failed: ${problem}` : `not-found: no blob ${req.hash}`));
       return;
     }
-    this.outgoing.set(req.streamId, { bytes, offset: 0, credit: Math.max(1, req.window) });
+    const offset = req.offset;
+    if (!Number.isSafeInteger(offset) || offset < 0 || (offset > 0 && offset >= bytes.byteLength)) {
+      this.enqueue(this.chunk(req.streamId, 0, 0, new Uint8Array(0), true, `fetch-failed: cannot start blob ${req.hash.slice(0, 12)} of ${bytes.byteLength} bytes at ${offset}`));
+      return;
+    }
+    this.outgoing.set(req.streamId, { bytes, offset, credit: Math.max(1, req.window) });
     this.refill(req.streamId);
   }
 

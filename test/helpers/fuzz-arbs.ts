@@ -185,7 +185,7 @@ export function seedFrames(): { name: string; frame: Frame; bytes: Uint8Array }[
   const others: Frame[] = [
     { kind: 'hello', hello: { node: 'n1', actors: ['client/k1', 'client/k2'], protocolVersion: PROTOCOL_VERSION, token: 'a.b.c' } },
     { kind: 'routeUpdate', routeUpdate: { added: ['client/k3'], removed: ['client/k1'] } },
-    { kind: 'blobRequest', blobRequest: { streamId: 7, hash: 'ab'.repeat(32), window: 8 } },
+    { kind: 'blobRequest', blobRequest: { streamId: 7, hash: 'ab'.repeat(32), window: 8, offset: 1048576 } },
     { kind: 'blobChunk', blobChunk: { streamId: 7, offset: 0, total: 16, data: Uint8Array.from({ length: 16 }, (_, i) => i), last: true, error: '' } },
     { kind: 'blobCredit', blobCredit: { streamId: 7, chunks: 4 } },
     { kind: 'blobCancel', blobCancel: { streamId: 7, reason: 'no' } },
