@@ -207,7 +207,8 @@ export const clientMachine = setup({
     discovering: {
       invoke: {
         src: 'discover',
-        input: ({ context }) => ({ self: context.self, reducer: context.reducer, preferred: context.preferredCombiner }),
+        // back after a lost link: the combiner it had first (it may still be fetching this client's update)
+        input: ({ context }) => ({ self: context.self, reducer: context.reducer, preferred: context.preferredCombiner || context.combiner }),
         onDone: { target: 'connecting', actions: assign({ combiner: ({ event }) => event.output.combiner, endpoint: ({ event }) => event.output.endpoint }) },
         onError: { target: 'disconnected', actions: assign({ attempt: ({ context }) => context.attempt + 1, lastError: ({ event }) => String((event.error as Error)?.message ?? event.error) }) },
       },

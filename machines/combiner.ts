@@ -234,8 +234,11 @@ export const combinerMachine = setup({
       if (!context.clients[params.client]) return {};
       delete context.clients[params.client];
       const r = context.round;
-      // A selected client that vanished will never answer: settle it so the round need not wait for the timeout.
-      return { clients: context.clients, round: r ? settleFailed(r, params.client) : r, statusDirty: true };
+      // A selected client that vanished will never answer: settle it so the round need not wait for the
+      // timeout. One whose update is being fetched has answered: the fetch settles it (a transfer cut by
+      // the lost link goes on if the client is back soon, and fails otherwise).
+      const settled = r && r.answers[params.client] !== 'pending' ? settleFailed(r, params.client) : r;
+      return { clients: context.clients, round: settled, statusDirty: true };
     }),
 
     openRound: assign(({ context, event }) => {

@@ -366,7 +366,7 @@ test('a TrainTask or ValidateTask from anyone but the current combiner is ignore
   assert.equal([r.h.state(), r.train.count, r.train.last().signal.aborted], ['connected.training', 1, false]);
 });
 
-test('COMBINER_LOST while connected: disconnect, back off, rediscover and land on another combiner', async () => {
+test('COMBINER_LOST while connected: disconnect, back off, rediscover (asking for the same combiner) and land on another', async () => {
   const r = rig();
   await r.connectTo(C1);
   r.trainTask('t1');
@@ -379,6 +379,8 @@ test('COMBINER_LOST while connected: disconnect, back off, rediscover and land o
   assert.equal([ctx.attempt, ctx.lastError, ctx.task, ctx.stats.reconnects], [1, 'heartbeat timeout', null, 1]);
   const wait = await msUntilDiscover(r);
   assert.ok(wait >= 50 && wait <= 100, `first backoff ${wait} ms in [50, 100]`);
+  // it asks for the combiner it had (which may be fetching its update); discovery decides
+  assert.is(r.discover.last().input.preferred, C1);
   r.discover.last().resolve({ combiner: C2, endpoint: 'ws://c2' });
   await r.h.flush();
   r.connect.last().resolve();

@@ -444,6 +444,27 @@ test('a selected client that disappears (CLIENT_GONE) is settled as failed, so t
   assert.equal(r.h.sent('CancelTask'), [], 'a gone client is not sent a CancelTask');
 });
 
+test('a client whose link drops while its update is being fetched has answered: the fetch settles it, not the drop', async () => {
+  const r = rig({ autoFetch: false });
+  r.hello('client/k01', 'client/k02');
+  r.start(1, { timeoutMs: 60_000 });
+  await r.h.flush();
+  r.train('client/k01', 1, { numExamples: 10 });
+  r.train('client/k02', 1, { numExamples: 30 });
+  r.h.send({ type: 'CLIENT_GONE', client: 'client/k01', reason: 'link closed' });
+  await r.h.flush();
+  assert.is(r.h.state(), 'collecting', 'k01 is still pending: its transfer may resume');
+  assert.not.ok('client/k01' in r.h.snapshot().context.clients, 'but it is no longer a member');
+  // the transfer resumed once k01 was back, and both updates arrive
+  r.reply(r.fetches[0]!, { ok: true, data: new Float32Array(SIZE).fill(1), layoutKey: LAYOUT });
+  r.reply(r.fetches[1]!, { ok: true, data: new Float32Array(SIZE).fill(2), layoutKey: LAYOUT });
+  await r.h.flush();
+  assert.is(r.h.state(), 'idle');
+  const rep = r.reports()[0]!;
+  assert.equal([rep.status, rep.updates, rep.totalWeight], ['ok', 2, 40]);
+  assert.equal(r.h.snapshot().context.lastRound!.failed, []);
+});
+
 test('a selected client whose heartbeats stop is dropped on TICK and settled as failed', async () => {
   const r = rig({ input: { clientTimeoutMs: 5_000 } });
   r.hello('client/k01', 'client/k02');

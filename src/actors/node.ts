@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { FedError, errorMessage } from '../errors.ts';
 import type { Envelope, Message } from '../protocol/generated.ts';
-import { Link, type FetchBlobOptions, type LinkOptions } from '../transport/link.ts';
+import { Link, partialOf, type FetchBlobOptions, type LinkOptions, type PartialBlob } from '../transport/link.ts';
 import type { FrameChannel, Listener, PeerIdentity, Transport } from '../transport/types.ts';
 import { MemoryBlobs, type BlobStore } from './blobs.ts';
 import { linkAuthenticator } from '../security/authenticate.ts';
@@ -29,7 +29,20 @@ export interface NodeOptions {
   secret?: string;
   authenticate?: LinkOptions['authenticate'];
   link?: Pick<LinkOptions, 'chunkBytes' | 'window' | 'maxBlobBytes' | 'helloTimeoutMs'>;
+  /**
+   * How long a blob transfer whose link dropped waits for its peer to be reachable again (it redials,
+   * or is redialled), to go on from the bytes it already has (default 5 s; 0: fail at once).
+   */
+  resumeWithinMs?: number;
 }
+
+export interface NodeFetchOptions extends Omit<FetchBlobOptions, 'resumable' | 'resume'> {
+  /** The bytes must come from that peer (an update is the peer's own work, even if this node holds the same bytes). */
+  remoteOnly?: boolean;
+}
+
+/** A transfer is resumed at most this many times (each needs the peer back within resumeWithinMs). */
+const MAX_RESUMES = 3;
 
 export interface NodeEvents {
   linkUp: [link: Link];
@@ -48,6 +61,8 @@ export class Node extends EventEmitter<NodeEvents> {
   private readonly routes = new Map<string, Link>();
   private readonly links = new Set<Link>();
   private readonly listening: Listener[] = [];
+  /** Transfers waiting for a route to an address to come back, woken by linkRoutes (or by close()). */
+  private readonly routeWaiters = new Map<string, Set<(back: boolean) => void>>();
   private closed = false;
   /**
    * The callbacks every Link of this node gets, made once per node (bound methods, not closures per
@@ -127,16 +142,53 @@ export class Node extends EventEmitter<NodeEvents> {
     return this.routes.get(address);
   }
 
-  /** Pulls a blob from the node hosting `peer` (or returns the local copy); bytes are hash-verified. */
-  async fetchBlob(peer: string, hash: string, opts: FetchBlobOptions & { remoteOnly?: boolean } = {}): Promise<Uint8Array> {
-    // remoteOnly: the bytes must come from that peer (an update is the peer's own work, even if it
-    // happens to equal something this node already holds, such as the global model)
+  /**
+   * Pulls a blob from the node hosting `peer` (or returns the local copy); bytes are hash-verified.
+   * If the link drops mid-transfer and `peer` is reachable again within resumeWithinMs, the
+   * transfer goes on from where it stopped (only the rest is sent; the hash covers all of it).
+   */
+  async fetchBlob(peer: string, hash: string, opts: NodeFetchOptions = {}): Promise<Uint8Array> {
     const found = opts.remoteOnly ? undefined : this.blobs.get(hash);
     const local = found instanceof Promise ? await found : found;
     if (local) return local;
-    const link = this.routes.get(peer);
-    if (!link) throw new FedError('no-route', `${this.name} has no route to ${peer} to fetch ${hash.slice(0, 12)}`);
-    return link.fetchBlob(hash, opts);
+    const { remoteOnly: _, ...fetchOpts } = opts;
+    const waitMs = this.opts.resumeWithinMs ?? 5_000;
+    let partial: PartialBlob | undefined;
+    for (let attempt = 0; ; attempt++) {
+      const link = this.routes.get(peer);
+      if (!link) {
+        partial?.discard();
+        throw new FedError('no-route', `${this.name} has no route to ${peer} to fetch ${hash.slice(0, 12)}`);
+      }
+      try {
+        // the partial blob, if any, belongs to this attempt now; a link that drops again hands back a new one
+        return await link.fetchBlob(hash, { ...fetchOpts, resumable: waitMs > 0, resume: partial });
+      } catch (e) {
+        partial = partialOf(e);
+        const dropped = e instanceof FedError && e.code === 'closed' && !this.closed;
+        if (!dropped || waitMs <= 0 || attempt >= MAX_RESUMES || !(await this.routeBack(peer, waitMs))) {
+          partial?.discard();
+          throw e;
+        }
+      }
+    }
+  }
+
+  /** Resolves true once `address` has a route again, false after `ms` or when this node closes. */
+  private routeBack(address: string, ms: number): Promise<boolean> {
+    if (this.routes.get(address)?.isOpen) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const waiters = this.routeWaiters.get(address) ?? new Set();
+      this.routeWaiters.set(address, waiters);
+      const wake = (back: boolean): void => {
+        clearTimeout(timer);
+        waiters.delete(wake);
+        if (waiters.size === 0 && this.routeWaiters.get(address) === waiters) this.routeWaiters.delete(address);
+        resolve(back);
+      };
+      const timer = setTimeout(() => wake(false), ms);
+      waiters.add(wake);
+    });
   }
 
   async listen(endpoint: string): Promise<Listener> {
@@ -167,6 +219,7 @@ export class Node extends EventEmitter<NodeEvents> {
 
   private linkRoutes(l: Link, added: string[], removed: string[]): void {
     for (const a of added) this.routes.set(a, l);
+    for (const a of added) for (const wake of [...(this.routeWaiters.get(a) ?? [])]) wake(true);
     const lost = removed.filter((a) => this.routes.get(a) === l);
     for (const a of lost) this.routes.delete(a);
     if (lost.length) this.emit('unreachable', lost);
@@ -209,6 +262,7 @@ export class Node extends EventEmitter<NodeEvents> {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    for (const waiters of [...this.routeWaiters.values()]) for (const wake of [...waiters]) wake(false);
     // Stop accepting first, so peers that re-dial on the link closing below find nobody listening.
     await Promise.all(this.listening.map((l) => l.close()));
     for (const link of [...this.links]) link.close(`node ${this.name} closing`);
