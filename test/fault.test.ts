@@ -9,6 +9,7 @@ import { startFederation, type Federation } from '../src/actors/federation.ts';
 import { makeMessage } from '../src/protocol/codec.ts';
 import { openStore, verifyTrail } from '../src/store/index.ts';
 import { toyLayout, toyTask, weightedMean } from './helpers/toy-task.ts';
+import { WsTransport } from '../src/transport/ws.ts';
 
 const SIZE = 16;
 const target = (k: number) => Float32Array.from({ length: SIZE }, (_, j) => k + j / 100);
@@ -42,6 +43,40 @@ test('stragglers are cut at the round timeout and cancelled; a vanished client d
     assert.ok(tasks[3]!.aborted >= 1, 'the straggler was told to stop');
     const global = await fed.reducer.globalModel();
     assert.ok(close(global.data, weightedMean([target(1), target(2), target(3)], [10, 20, 30])), 'aggregate = FedAvg of the prompt clients only');
+  } finally {
+    await fed.close();
+  }
+});
+
+test("a client's link cut while its combiner pulls its update: the client comes back, the pull goes on from where it stopped, the update counts", async () => {
+  const BIG = 8 * 1024 * 1024; // 32 MiB updates, so the pull is still running when the link is cut
+  const big = (k: number) => new Float32Array(BIG).fill(k);
+  const tasks = [1, 2].map((k) => toyTask({ target: big(k), numExamples: 10 * k }));
+  const fed = await startFederation({ combiners: 1, clients: tasks, transport: () => new WsTransport(), endpoint: () => 'ws://127.0.0.1:0' });
+  try {
+    await fed.ready();
+    await fed.reducer.seed({ layout: toyLayout(BIG), data: new Float32Array(BIG) });
+    const combiner = fed.combiners[0]!;
+    const k1 = fed.clients[0]!;
+    fed.reducer.start({ sessionId: 'cut-upload', rounds: 1, roundTimeoutMs: 30_000 });
+    // cut k1's link once its update is partly across
+    let cutAt = 0;
+    await until('k1 upload under way', () => {
+      const inbound = combiner.node.linkTo('client/k1')?.stats.bytesIn ?? 0;
+      if (inbound < 4 * 1024 * 1024 || inbound > 24 * 1024 * 1024) return false;
+      cutAt = inbound;
+      k1.node.linkTo('combiner/c1')!.close('network cut');
+      return true;
+    }, 20_000);
+    const summary = await fed.reducer.finished();
+    assert.is(summary.status, 'done', summary.failure);
+    assert.is(summary.rounds[0]!.updates, 2, 'both updates made it into the round');
+    // the new link carried the rest of k1's update, not all of it again
+    const after = combiner.node.linkTo('client/k1')!.stats.bytesIn;
+    assert.ok(after > 0 && after <= 4 * BIG + 1024 - cutAt, `${after} bytes over the new link after ${cutAt} before the cut`);
+    const global = await fed.reducer.globalModel();
+    const expected = weightedMean([big(1), big(2)], [10, 20]);
+    assert.ok(Math.abs(global.data[0]! - expected[0]!) < 1e-5 && Math.abs(global.data[BIG - 1]! - expected[BIG - 1]!) < 1e-5, 'exact FedAvg of both updates');
   } finally {
     await fed.close();
   }
