@@ -97,4 +97,23 @@ test('a fetch waiting for its holder to come back ends when its own node closes'
   await p.holder.close();
 });
 
+test('a fetch waiting for its holder to come back ends when its caller aborts (a cancelled task)', async () => {
+  const p = await pair(60_000, blobOf(48));
+  try {
+    const ac = new AbortController();
+    const fetch = p.fetcher.fetchBlob('client/k1', p.hash, { remoteOnly: true, signal: ac.signal });
+    await cutAfter(p, 4 * MiB);
+    const t0 = Date.now();
+    setTimeout(() => ac.abort(), 50);
+    const e = await fetch.then(
+      () => assert.unreachable('fetched without its holder'),
+      (err: unknown) => err,
+    );
+    assert.ok(isFedError(e, 'closed'), String(e));
+    assert.ok(Date.now() - t0 < 5_000, 'did not wait out the 60 s window');
+  } finally {
+    await Promise.all([p.holder.close(), p.fetcher.close()]);
+  }
+});
+
 test.run();

@@ -111,7 +111,7 @@ const clientLogic = clientMachine.provide({
       const io = ioOf(system);
       const { node } = io;
       const started = performance.now();
-      const model = decodeModel(await node.fetchBlob(input.combiner, input.modelId));
+      const model = decodeModel(await node.fetchBlob(input.combiner, input.modelId, { signal }));
       if (!input.config) throw new FedError('malformed', 'train task without config');
       const out = await io.code.train(model, { config: input.config, round: input.round, signal });
       if (signal.aborted) throw new FedError('cancelled', 'task cancelled');
@@ -123,7 +123,7 @@ const clientLogic = clientMachine.provide({
     }),
     validate: fromPromise(async ({ input, signal, system }) => {
       const { node, code } = ioOf(system);
-      const model = decodeModel(await node.fetchBlob(input.combiner, input.modelId));
+      const model = decodeModel(await node.fetchBlob(input.combiner, input.modelId, { signal }));
       return code.validate(model, { round: input.round, signal });
     }),
   },

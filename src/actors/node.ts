@@ -39,6 +39,8 @@ export interface NodeOptions {
 export interface NodeFetchOptions extends Omit<FetchBlobOptions, 'resumable' | 'resume'> {
   /** The bytes must come from that peer (an update is the peer's own work, even if this node holds the same bytes). */
   remoteOnly?: boolean;
+  /** Whoever asked no longer needs the blob: a cut transfer is not resumed. */
+  signal?: AbortSignal;
 }
 
 /** A transfer is resumed at most this many times (each needs the peer back within resumeWithinMs). */
@@ -151,7 +153,7 @@ export class Node extends EventEmitter<NodeEvents> {
     const found = opts.remoteOnly ? undefined : this.blobs.get(hash);
     const local = found instanceof Promise ? await found : found;
     if (local) return local;
-    const { remoteOnly: _, ...fetchOpts } = opts;
+    const { remoteOnly: _, signal, ...fetchOpts } = opts;
     const waitMs = this.opts.resumeWithinMs ?? 5_000;
     let partial: PartialBlob | undefined;
     for (let attempt = 0; ; attempt++) {
@@ -166,7 +168,7 @@ export class Node extends EventEmitter<NodeEvents> {
       } catch (e) {
         partial = partialOf(e);
         const dropped = e instanceof FedError && e.code === 'closed' && !this.closed;
-        if (!dropped || waitMs <= 0 || attempt >= MAX_RESUMES || !(await this.routeBack(peer, waitMs))) {
+        if (!dropped || waitMs <= 0 || attempt >= MAX_RESUMES || signal?.aborted || !(await this.routeBack(peer, waitMs, signal))) {
           partial?.discard();
           throw e;
         }
@@ -174,19 +176,22 @@ export class Node extends EventEmitter<NodeEvents> {
     }
   }
 
-  /** Resolves true once `address` has a route again, false after `ms` or when this node closes. */
-  private routeBack(address: string, ms: number): Promise<boolean> {
+  /** Resolves true once `address` has a route again, false after `ms`, on `signal` or when this node closes. */
+  private routeBack(address: string, ms: number, signal?: AbortSignal): Promise<boolean> {
     if (this.routes.get(address)?.isOpen) return Promise.resolve(true);
     return new Promise((resolve) => {
       const waiters = this.routeWaiters.get(address) ?? new Set();
       this.routeWaiters.set(address, waiters);
       const wake = (back: boolean): void => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', abandon);
         waiters.delete(wake);
         if (waiters.size === 0 && this.routeWaiters.get(address) === waiters) this.routeWaiters.delete(address);
         resolve(back);
       };
-      const timer = setTimeout(() => wake(false), ms);
+      const abandon = (): void => wake(false);
+      const timer = setTimeout(abandon, ms);
+      signal?.addEventListener('abort', abandon);
       waiters.add(wake);
     });
   }
