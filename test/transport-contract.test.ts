@@ -294,6 +294,32 @@ async function tcpRelay(targetPort: number): Promise<{ port: number; cut: () => 
   };
 }
 
+/**
+ * A link pair whose holder (b) holds `blob`, and whose link drops when the requester (a) sees its
+ * `cutAt`-th chunk: socket transports lose the TCP connection itself (RST through a relay), inproc
+ * loses its peer.
+ */
+async function cuttablePair(kind: TransportKind, blob: Uint8Array, cutAt: number, window?: number) {
+  const hash = sha256(blob);
+  const sb = side();
+  sb.blobs.set(hash, blob);
+  let relay: Awaited<ReturnType<typeof tcpRelay>> | undefined;
+  let cut = (): void => undefined;
+  const seen = { chunks: 0 };
+  const p = await linkPair(kind, {
+    sb,
+    window,
+    dialVia: async (ep) => {
+      if (kind === 'inproc') return ep;
+      relay = await tcpRelay(parseEndpoint(ep).port);
+      return `${kind}://127.0.0.1:${relay.port}`;
+    },
+    wrapDialer: (ch) => new Tap(ch, { onFrame: (f) => void (f.kind === 'blobChunk' && ++seen.chunks === cutAt && cut()) }),
+  });
+  cut = kind === 'inproc' ? () => p.acceptedChannels[0]?.close('dropped') : () => relay?.cut();
+  return { p, hash, seen, closeRelay: async () => relay?.close() };
+}
+
 interface Child {
   proc: ChildProcess;
   next: () => Promise<Record<string, unknown>>;
@@ -851,29 +877,7 @@ for (const kind of kinds) {
   });
 
   test(`${kind} link: a link dropped mid-transfer rejects the fetch; nothing half-done is kept; a retry succeeds`, async () => {
-    const blob = randomBlob(40 * CHUNK_BYTES);
-    const hash = sha256(blob);
-    const sb = side();
-    sb.blobs.set(hash, blob);
-    let relay: Awaited<ReturnType<typeof tcpRelay>> | undefined;
-    let cut = (): void => undefined;
-    let chunksSeen = 0;
-    const p = await linkPair(kind, {
-      sb,
-      // Socket transports lose the TCP connection itself (RST through a relay); inproc loses its peer.
-      dialVia: async (ep) => {
-        if (kind === 'inproc') return ep;
-        relay = await tcpRelay(parseEndpoint(ep).port);
-        return `${kind}://127.0.0.1:${relay.port}`;
-      },
-      wrapDialer: (ch) =>
-        new Tap(ch, {
-          onFrame: (f) => {
-            if (f.kind === 'blobChunk' && ++chunksSeen === 10) cut();
-          },
-        }),
-    });
-    cut = kind === 'inproc' ? () => p.acceptedChannels[0]?.close('dropped') : () => relay?.cut();
+    const { p, hash, seen, closeRelay } = await cuttablePair(kind, randomBlob(40 * CHUNK_BYTES), 10);
     // What a node would do: store the blob only once the fetch resolved (verified).
     const stored = new Map<string, Uint8Array>();
     const fetch = p.a.fetchBlob(hash).then((b) => void stored.set(hash, b));
@@ -884,7 +888,7 @@ for (const kind of kinds) {
       assert.ok(isFedError(e, 'closed'), `fetch rejected with ${String(e)}`);
       assert.match((e as FedError).message, /not received/);
     }
-    assert.ok(chunksSeen >= 10 && chunksSeen < 40, `dropped mid-transfer (${chunksSeen} chunks seen)`);
+    assert.ok(seen.chunks >= 10 && seen.chunks < 40, `dropped mid-transfer (${seen.chunks} chunks seen)`);
     assert.is(stored.size, 0, 'nothing stored from a failed fetch');
     assert.not.ok(p.a.isOpen);
     await until(() => !p.b.isOpen, 5000, 'holder side notices the drop');
@@ -895,7 +899,7 @@ for (const kind of kinds) {
     assert.is(sha256(got), hash);
     retry.close();
     await p.listener.close();
-    await relay?.close();
+    await closeRelay();
   });
 
   for (const [chunks, cutAt] of [
@@ -905,25 +909,9 @@ for (const kind of kinds) {
     const hashing = chunks * CHUNK_BYTES >= OFF_THREAD_MIN_BYTES ? 'hashed off-thread' : 'hashed inline';
     test(`${kind} link: a ${chunks} MiB transfer (${hashing}) cut by a dropped link resumes on a new link with only the rest; a lying holder for the rest is caught`, async () => {
       const blob = randomBlob(chunks * CHUNK_BYTES);
-      const hash = sha256(blob);
-      const sb = side();
-      sb.blobs.set(hash, blob);
-      let relay: Awaited<ReturnType<typeof tcpRelay>> | undefined;
-      let cut = (): void => undefined;
-      let chunksSeen = 0;
       // one chunk of credit at a time, so the holder has not sent the rest before the cut
       const window = 1;
-      const p = await linkPair(kind, {
-        sb,
-        window,
-        dialVia: async (ep) => {
-          if (kind === 'inproc') return ep;
-          relay = await tcpRelay(parseEndpoint(ep).port);
-          return `${kind}://127.0.0.1:${relay.port}`;
-        },
-        wrapDialer: (ch) => new Tap(ch, { onFrame: (f) => void (f.kind === 'blobChunk' && ++chunksSeen === cutAt && cut()) }),
-      });
-      cut = kind === 'inproc' ? () => p.acceptedChannels[0]?.close('dropped') : () => relay?.cut();
+      const { p, hash, seen, closeRelay } = await cuttablePair(kind, blob, cutAt, window);
       const failed = await p.a.fetchBlob(hash, { resumable: true }).then(
         () => assert.unreachable('fetch survived a dropped link'),
         (e: unknown) => e,
@@ -944,10 +932,9 @@ for (const kind of kinds) {
 
       // the same cut again, and a holder that now answers with other bytes under that hash: the prefix
       // it did not send is still covered by the final check
-      chunksSeen = 0;
+      seen.chunks = 0;
       const again = await p.transport.dial(p.listener.endpoint);
-      relay?.close();
-      const second = await linkOn(new Tap(again, { onFrame: (f) => void (f.kind === 'blobChunk' && ++chunksSeen === cutAt && again.close('dropped')) }), 'node-a', 'client/a', side(), { window }).start();
+      const second = await linkOn(new Tap(again, { onFrame: (f) => void (f.kind === 'blobChunk' && ++seen.chunks === cutAt && again.close('dropped')) }), 'node-a', 'client/a', side(), { window }).start();
       const failedAgain = await second.fetchBlob(hash, { resumable: true }).then(
         () => assert.unreachable('fetch survived a dropped link'),
         (e: unknown) => e,
@@ -968,7 +955,7 @@ for (const kind of kinds) {
       toLiar.close();
       await liarListener.close();
       await p.listener.close();
-      await relay?.close();
+      await closeRelay();
     });
   }
 
