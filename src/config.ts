@@ -313,6 +313,7 @@ export const limitSettings = {
   maxModelBytes: { type: 'number', default: 1024 * MiB, min: 1024, max: 16 * 1024 * MiB, integer: true, help: 'largest model (blob) this node fetches or accepts as an upload' },
   requestRate: { type: 'number', default: 500, min: 0, help: 'requests (envelopes, blob pulls) per second one peer link may send, bursts of twice that; excess is refused rate-limited and an abusive link closed (0: no limit)' },
   maxWindow: { type: 'number', default: 64, min: 1, max: 4096, integer: true, help: 'chunks a peer pulling a model may have in flight; larger credit windows are clamped' },
+  resumeWithinMs: { type: 'number', default: 5_000, min: 0, max: 600_000, integer: true, help: 'how long a model transfer cut by a dropped link waits for its peer to be back, then goes on from the bytes it has (0: fail at once)' },
 } as const satisfies Schema;
 
 /** Limits of listening nodes. */

@@ -122,6 +122,16 @@ test('checks of the real node schemas: endpoints, names, transports', () => {
   throwsConfig(() => resolveSettings(clientSettings, { argv: ['--name', 'k1', '--reducer', 'grpc://h:1', '--partition', 'dirichlet'], env: {}, command: 'client' }), /--partition: partition "dirichlet" needs an argument/);
   throwsConfig(() => resolveSettings(reducerSettings, { argv: ['--api', 'localhost'], env: {}, command: 'reducer' }), /--api: bad listen address "localhost"/);
   assert.is(resolveSettings(reducerSettings, { argv: ['--api', ':0'], env: {}, command: 'reducer' }).values.apiListen, ':0');
+  // every node command takes the resume window of cut transfers
+  for (const [schema, argv] of [
+    [combinerSettings, ['--name', 'c1', '--reducer', 'grpc://h:1']],
+    [clientSettings, ['--name', 'k1', '--reducer', 'grpc://h:1']],
+    [reducerSettings, []],
+  ] as const) {
+    assert.is(resolveSettings(schema, { argv: [...argv], env: {}, command: 'node' }).values.resumeWithinMs, 5_000);
+    assert.is(resolveSettings(schema, { argv: [...argv], env: { FEDSTATE_RESUME_WITHIN_MS: '0' }, command: 'node' }).values.resumeWithinMs, 0);
+    throwsConfig(() => resolveSettings(schema, { argv: [...argv, '--resume-within-ms', '-1'], env: {}, command: 'node' }), /--resume-within-ms/);
+  }
 });
 
 test('advertised endpoint: wildcard listens need --advertise; host-only advertise keeps the real port', () => {

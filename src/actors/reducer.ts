@@ -29,6 +29,7 @@ export interface ReducerOptions {
   authenticate?: NodeOptions['authenticate'];
   /** Link settings of the reducer's node (model-size limit, chunk size). */
   link?: NodeOptions['link'];
+  resumeWithinMs?: NodeOptions['resumeWithinMs'];
   listen: string;
   store?: Store;
   /** Server-side evaluation of each new global model (e.g. on a held-out set). */
@@ -120,7 +121,7 @@ export async function startReducer(opts: ReducerOptions): Promise<ReducerHandle>
     });
   };
   const store = opts.store ?? createMemoryStore();
-  const node = new Node({ name: opts.name ?? 'reducer', transport: opts.transport, blobs: storeBlobs(store), token: opts.token, secret: opts.secret, authenticate: opts.authenticate, link: opts.link });
+  const node = new Node({ name: opts.name ?? 'reducer', transport: opts.transport, blobs: storeBlobs(store), token: opts.token, secret: opts.secret, authenticate: opts.authenticate, link: opts.link, resumeWithinMs: opts.resumeWithinMs });
   const address = 'reducer/main';
   const resume = await resumeInput(store);
   const head = await store.trailHead();

@@ -102,7 +102,7 @@ export const clientCommand: Command = {
       import('../actors/node.ts'),
       import('../actors/process-node.ts'),
     ]);
-    const node = new Node({ name: `client-${name}`, transport: security.transport, token: security.token, link: security.link });
+    const node = new Node({ name: `client-${name}`, transport: security.transport, token: security.token, link: security.link, resumeWithinMs: security.resumeWithinMs });
     const stopNodeLogs = logNode(node, log);
     client = await startClient({
       node,

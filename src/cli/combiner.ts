@@ -73,7 +73,7 @@ export const combinerCommand: Command = {
         throw new FedError('config', `--tls-cert does not name ${host}, the host discovery hands to clients: they would refuse the connection (advertise a name the certificate lists, or make it with fedstate certs --hosts ${host})`);
       }
     }
-    const node = new Node({ name: `combiner-${name}`, transport: security.transport, token: security.token, authenticate: security.authenticate, link: security.link });
+    const node = new Node({ name: `combiner-${name}`, transport: security.transport, token: security.token, authenticate: security.authenticate, link: security.link, resumeWithinMs: security.resumeWithinMs });
     const stopNodeLogs = logNode(node, log);
     log.info({ reducer: s.reducerEndpoint }, 'dialling the reducer');
     const combiner = await startCombiner({

@@ -65,6 +65,7 @@ export const reducerCommand: Command = {
       token: security.token,
       authenticate: security.authenticate,
       link: security.link,
+      resumeWithinMs: security.resumeWithinMs,
     }).catch(async (e: unknown) => {
       await store.close();
       throw e;

@@ -25,6 +25,7 @@ export interface SecuritySettings {
   requestRate: number;
   maxWindow: number;
   connectionRate?: number;
+  resumeWithinMs?: number;
 }
 
 export interface NodeSecurity {
@@ -34,6 +35,8 @@ export interface NodeSecurity {
   token?: string;
   authenticate?: LinkOptions['authenticate'];
   link: Pick<LinkOptions, 'maxBlobBytes' | 'chunkBytes'>;
+  /** Node option: how long a cut transfer waits to resume. */
+  resumeWithinMs?: number;
   /** For the readiness line and logs: what is on. */
   summary: Record<string, unknown>;
 }
@@ -79,6 +82,7 @@ export function nodeSecurity(endpoint: string, s: SecuritySettings, self: { role
     token,
     authenticate,
     link: { maxBlobBytes: s.maxModelBytes, chunkBytes },
+    resumeWithinMs: s.resumeWithinMs,
     summary: {
       tls: tls ? (tls.requireClientCert ? 'mutual' : tls.cert ? 'server' : 'client') : 'off',
       auth: s.secret ? 'hmac-tokens' : s.token ? 'shared-token' : tls?.requireClientCert ? 'certificates' : 'none',
