@@ -230,15 +230,16 @@ export const combinerMachine = setup({
       enqueue.emit(outbound(context.reducer, { type: 'CombinerStatus', clients: Object.keys(context.clients).sort(), state: context.round ? 'busy' : 'idle' }));
     }),
 
-    dropClient: assign(({ context }, params: { client: string }) => {
+    dropClient: assign(({ context }, params: { client: string; linkLost?: boolean }) => {
       if (!context.clients[params.client]) return {};
       delete context.clients[params.client];
       const r = context.round;
       // A selected client that vanished will never answer: settle it so the round need not wait for the
-      // timeout. One whose update is being fetched has answered: the fetch settles it (a transfer cut by
-      // the lost link goes on if the client is back soon, and fails otherwise).
-      const settled = r && r.answers[params.client] !== 'pending' ? settleFailed(r, params.client) : r;
-      return { clients: context.clients, round: settled, statusDirty: true };
+      // timeout. Except one whose update was being fetched when its link was lost: the fetch settles it
+      // (the transfer goes on if the client is back within the resume window, and fails otherwise). A
+      // client that said goodbye or went silent is settled at once either way.
+      const keep = params.linkLost === true && r?.answers[params.client] === 'pending';
+      return { clients: context.clients, round: r && !keep ? settleFailed(r, params.client) : r, statusDirty: true };
     }),
 
     openRound: assign(({ context, event }) => {
@@ -466,7 +467,7 @@ export const combinerMachine = setup({
       { actions: emit(({ event }) => outbound(event.from, { type: 'ClientBye', reason: 'not a member: say hello again' })) },
     ],
     ClientBye: { actions: [{ type: 'dropClient', params: ({ event }) => ({ client: event.from }) }, 'reportStatus'] },
-    CLIENT_GONE: { actions: [{ type: 'dropClient', params: ({ event }) => ({ client: event.client }) }, 'reportStatus'] },
+    CLIENT_GONE: { actions: [{ type: 'dropClient', params: ({ event }) => ({ client: event.client, linkLost: true }) }, 'reportStatus'] },
     TICK: {
       actions: enqueueActions(({ context, event, enqueue }) => {
         enqueue.assign({ now: event.now });

@@ -465,6 +465,27 @@ test('a client whose link drops while its update is being fetched has answered: 
   assert.equal(r.h.snapshot().context.lastRound!.failed, []);
 });
 
+test('a client that says goodbye or goes silent while its update is being fetched is settled at once', async () => {
+  for (const how of ['bye', 'silent'] as const) {
+    const r = rig({ autoFetch: false, input: { clientTimeoutMs: 5_000 } });
+    r.hello('client/k01', 'client/k02');
+    r.start(1, { timeoutMs: 60_000 });
+    await r.h.flush();
+    r.h.clock.set(3_000);
+    r.train('client/k01', 1, { numExamples: 10 });
+    r.train('client/k02', 1, { numExamples: 30 });
+    r.h.msg('Heartbeat', 'client/k02', { seq: 1 });
+    r.reply(r.fetches[1]!, { ok: true, data: new Float32Array(SIZE).fill(2), layoutKey: LAYOUT });
+    await r.h.flush();
+    if (how === 'bye') r.h.msg('ClientBye', 'client/k01', { reason: 'stopping' });
+    else r.h.send({ type: 'TICK', now: 5_500 });
+    await r.h.flush();
+    assert.is(r.h.state(), 'idle', `${how}: the round does not wait for a fetch from a client that left`);
+    assert.equal(r.h.snapshot().context.lastRound!.failed, ['client/k01'], how);
+    assert.equal([r.reports()[0]!.status, r.reports()[0]!.updates], ['ok', 1], how);
+  }
+});
+
 test('a selected client whose heartbeats stop is dropped on TICK and settled as failed', async () => {
   const r = rig({ input: { clientTimeoutMs: 5_000 } });
   r.hello('client/k01', 'client/k02');

@@ -7,9 +7,13 @@ import { randomFillSync } from 'node:crypto';
 import { Node } from '../src/actors/node.ts';
 import { isFedError } from '../src/errors.ts';
 import { contentHash } from '../src/model/hash.ts';
+import { hashWorker } from '../src/transport/off-thread-hash.ts';
 import { WsTransport } from '../src/transport/ws.ts';
 
 const MiB = 1024 * 1024;
+
+/** Hash-worker jobs still running: a transfer that ended, whichever way, leaves none. */
+const openJobs = (): number => hashWorker()?.openJobs ?? 0;
 
 function blobOf(mib: number): Uint8Array {
   const b = new Uint8Array(mib * MiB);
@@ -54,6 +58,7 @@ test('a transfer cut by a dropped link goes on when the holder redials: only the
     await p.holder.dial(p.endpoint);
     const got = await fetch;
     assert.is(contentHash(got), p.hash);
+    assert.is(openJobs(), 0);
     const rest = p.fetcher.linkTo('client/k1')!.stats.bytesIn;
     assert.ok(rest > 0 && rest <= blob.byteLength - before + MiB, `the new link carried ${rest} bytes after ${before} had arrived`);
   } finally {
@@ -66,16 +71,17 @@ test('a holder that does not come back within resumeWithinMs fails the fetch wit
     const p = await pair(wait, blobOf(48));
     try {
       const fetch = p.fetcher.fetchBlob('client/k1', p.hash, { remoteOnly: true });
-      const t0 = Date.now();
       await cutAfter(p, 4 * MiB);
+      const t0 = Date.now();
       const e = await fetch.then(
         () => assert.unreachable('fetched without its holder'),
         (err: unknown) => err,
       );
       const waited = Date.now() - t0;
       assert.ok(isFedError(e, 'closed'), String(e));
-      if (wait > 0) assert.ok(waited >= wait - 20, `gave up after ${waited} ms (window ${wait} ms)`);
+      if (wait > 0) assert.ok(waited >= wait - 20 && waited < wait + 1_500, `gave up after ${waited} ms (window ${wait} ms, not the 5 s default)`);
       else assert.ok(waited < 250, `failed at once without resuming (${waited} ms)`);
+      assert.is(openJobs(), 0, 'the hash job of the abandoned transfer was dropped');
     } finally {
       await Promise.all([p.holder.close(), p.fetcher.close()]);
     }
@@ -111,6 +117,32 @@ test('a fetch waiting for its holder to come back ends when its caller aborts (a
     );
     assert.ok(isFedError(e, 'closed'), String(e));
     assert.ok(Date.now() - t0 < 5_000, 'did not wait out the 60 s window');
+  } finally {
+    await Promise.all([p.holder.close(), p.fetcher.close()]);
+  }
+});
+
+test('a transfer is resumed at most 3 times: a fourth cut fails it even though the holder is back', async () => {
+  const p = await pair(5_000, blobOf(64));
+  try {
+    const fetch = p.fetcher.fetchBlob('client/k1', p.hash, { remoteOnly: true });
+    let settled = false;
+    void fetch.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    for (let cut = 1; cut <= 4; cut++) {
+      await cutAfter(p, 2 * MiB); // bytesIn of the current link
+      assert.not.ok(settled, `still going after cut ${cut - 1}`);
+      await new Promise((r) => setTimeout(r, 50));
+      await p.holder.dial(p.endpoint);
+    }
+    const e = await fetch.then(
+      () => assert.unreachable('a fourth cut was resumed'),
+      (err: unknown) => err,
+    );
+    assert.ok(isFedError(e, 'closed'), String(e));
+    assert.is(openJobs(), 0);
   } finally {
     await Promise.all([p.holder.close(), p.fetcher.close()]);
   }

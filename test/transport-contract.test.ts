@@ -928,10 +928,19 @@ for (const kind of kinds) {
       assert.is(retry.stats.bytesIn, blob.byteLength - partial.received, 'the resumed link carried only the rest');
       assert.is(sha256(got), hash);
       assert.ok(Buffer.compare(Buffer.from(got), Buffer.from(blob)) === 0);
+      // a partial blob is spent once resumed: it cannot be resumed twice, and discarding it frees nothing twice
+      assert.ok(partial.isSpent);
+      const twice = await retry.fetchBlob(hash, { resume: partial }).then(
+        () => assert.unreachable('a spent partial blob was resumed'),
+        (e: unknown) => e,
+      );
+      assert.ok(isFedError(twice, 'config'), String(twice));
+      partial.discard();
+      assert.is(hashWorker()?.openJobs ?? 0, 0, 'no hash job left running');
       retry.close();
 
-      // the same cut again, and a holder that now answers with other bytes under that hash: the prefix
-      // it did not send is still covered by the final check
+      // the same cut again, and a holder that now answers with other bytes under that hash: the final
+      // check covers the prefix as it arrived from the first holder and the rest from this one
       seen.chunks = 0;
       const again = await p.transport.dial(p.listener.endpoint);
       const second = await linkOn(new Tap(again, { onFrame: (f) => void (f.kind === 'blobChunk' && ++seen.chunks === cutAt && again.close('dropped')) }), 'node-a', 'client/a', side(), { window }).start();

@@ -79,9 +79,16 @@ export interface FetchBlobOptions {
 
 /**
  * What a dropped transfer had received: its buffer and running hash. The bytes are not verified
- * until the whole blob is there, so nothing in here is ever handed out on its own.
+ * until the whole blob is there, so nothing in here is ever handed out on its own. The running hash
+ * covers the bytes as they arrived: nobody may write the buffer in between.
+ *
+ * One owner at a time: the caller holds it until it passes it to fetchBlob({ resume }), which takes
+ * it (this object is then spent: discard() does nothing and it cannot be resumed twice); a link that
+ * drops again hands back a new one.
  */
 export class PartialBlob {
+  private spent = false;
+
   constructor(
     readonly hash: string,
     readonly buffer: Uint8Array,
@@ -94,12 +101,20 @@ export class PartialBlob {
     return this.buffer.byteLength;
   }
 
-  private discarded = false;
+  /** Whether it was resumed or discarded already. */
+  get isSpent(): boolean {
+    return this.spent;
+  }
+
+  /** @internal fetchBlob takes it over. */
+  take(): void {
+    this.spent = true;
+  }
 
   /** Gives up on the transfer: frees the hash worker's hold on the buffer. */
   discard(): void {
-    if (this.discarded) return;
-    this.discarded = true;
+    if (this.spent) return;
+    this.spent = true;
     this.offThread?.worker.drop(this.offThread.job);
   }
 }
@@ -231,7 +246,8 @@ export class Link {
    */
   fetchBlob(hash: string, opts: FetchBlobOptions = {}): Promise<Uint8Array> {
     const from = opts.resume;
-    // a partial blob this call cannot take goes back to the caller with the refusal
+    if (from?.isSpent) return Promise.reject(new FedError('config', `this partial blob ${from.hash.slice(0, 12)} was resumed or discarded already`));
+    // a partial blob this call cannot take stays with the caller, who is told so with the refusal
     const refuse = (e: FedError): Promise<never> => {
       if (from) partials.set(e, from);
       return Promise.reject(e);
@@ -243,6 +259,7 @@ export class Link {
     if (from && (from.hash !== hash || from.received <= 0 || from.received >= from.total)) {
       return refuse(new FedError('config', `cannot resume blob ${hash.slice(0, 12)} from a partial ${from.hash.slice(0, 12)} at ${from.received}/${from.total}`));
     }
+    from?.take();
     const streamId = this.nextStream++;
     return new Promise((resolve, reject) => {
       this.incoming.set(streamId, {

@@ -38,7 +38,7 @@ parentPort.on('message', (m) => {
     }
   } else if (m.op === 'update') {
     const job = jobs.get(m.id);
-    job.hash.update(new Uint8Array(job.buffer, m.offset, m.length));
+    if (job) job.hash.update(new Uint8Array(job.buffer, m.offset, m.length));
   } else if (m.op === 'digest') {
     const job = jobs.get(m.id);
     jobs.delete(m.id);
@@ -62,8 +62,9 @@ interface Pending {
 class HashWorker {
   private readonly worker: Worker;
   private readonly pending = new Map<number, Pending>();
+  /** Jobs begun and neither digested nor dropped: while there are any, the worker keeps the process alive. */
+  private readonly live = new Set<number>();
   private nextId = 1;
-  private open = 0;
   failed = false;
 
   constructor() {
@@ -73,7 +74,7 @@ class HashWorker {
       const p = this.pending.get(m.id);
       if (!p) return;
       this.pending.delete(m.id);
-      this.release();
+      this.end(m.id);
       p.resolve(m.hex);
     });
     const die = (error: Error): void => {
@@ -97,31 +98,41 @@ class HashWorker {
    */
   begin(buffer: SharedArrayBuffer, opts: { prefault?: boolean } = {}): number {
     // a job in progress keeps the process alive until its digest arrives (or the job is dropped)
-    if (this.open++ === 0) this.worker.ref();
+    if (this.live.size === 0) this.worker.ref();
     const id = this.nextId++;
+    this.live.add(id);
     this.worker.postMessage({ op: 'begin', id, buffer, prefault: opts.prefault === true });
     return id;
   }
 
   update(id: number, offset: number, length: number): void {
+    if (!this.live.has(id)) return;
     this.worker.postMessage({ op: 'update', id, offset, length });
   }
 
   digest(id: number): Promise<string> {
     return new Promise((resolve, reject) => {
       if (this.failed) return reject(new FedError('internal', 'hash worker failed'));
+      if (!this.live.has(id) || this.pending.has(id)) return reject(new FedError('internal', `hash job ${id} is not running`));
       this.pending.set(id, { resolve, reject });
       this.worker.postMessage({ op: 'digest', id });
     });
   }
 
+  /** Ends a job without its digest; dropping a job twice, or one already digested, does nothing. */
   drop(id: number): void {
+    if (!this.live.has(id) || this.pending.has(id)) return;
     this.worker.postMessage({ op: 'drop', id });
-    this.release();
+    this.end(id);
   }
 
-  private release(): void {
-    if (--this.open === 0) this.worker.unref();
+  /** Jobs running now (begun, not yet digested or dropped). */
+  get openJobs(): number {
+    return this.live.size;
+  }
+
+  private end(id: number): void {
+    if (this.live.delete(id) && this.live.size === 0) this.worker.unref();
   }
 }
 
