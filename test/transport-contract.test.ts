@@ -968,6 +968,33 @@ for (const kind of kinds) {
     });
   }
 
+  test(`${kind} link: a fetch its caller aborts rejects 'cancelled' and stops the holder; the link carries on`, async () => {
+    const blob = randomBlob(40 * CHUNK_BYTES);
+    const hash = sha256(blob);
+    const sb = side();
+    sb.blobs.set(hash, blob);
+    const ac = new AbortController();
+    let chunks = 0;
+    const p = await linkPair(kind, { sb, window: 1, wrapDialer: (ch) => new Tap(ch, { onFrame: (f) => void (f.kind === 'blobChunk' && ++chunks === 5 && ac.abort()) }) });
+    const e = await p.a.fetchBlob(hash, { signal: ac.signal }).then(
+      () => assert.unreachable('an aborted fetch resolved'),
+      (err: unknown) => err,
+    );
+    assert.ok(isFedError(e, 'cancelled'), String(e));
+    const sentAtAbort = p.b.stats.bytesOut;
+    await sleep(300);
+    assert.ok(p.b.stats.bytesOut - sentAtAbort <= 2 * CHUNK_BYTES, `the holder went on sending ${p.b.stats.bytesOut - sentAtAbort} bytes`);
+    assert.ok(p.b.stats.bytesOut < 10 * CHUNK_BYTES, `${p.b.stats.bytesOut} bytes sent of ${blob.byteLength}`);
+    assert.equal(p.a.blobStreams, { incoming: 0, outgoing: 0 });
+    assert.equal(p.b.blobStreams, { incoming: 0, outgoing: 0 }, 'the holder was told and let the stream go');
+    assert.is(hashWorker()?.openJobs ?? 0, 0, 'no hash job left running');
+    // an already aborted signal never asks, and the link still serves a later fetch
+    assert.ok(isFedError(await p.a.fetchBlob(hash, { signal: ac.signal }).catch((err: unknown) => err), 'cancelled'));
+    assert.is(sha256(await within(20_000, p.a.fetchBlob(hash), 'fetch after a cancelled one')), hash);
+    p.a.close();
+    await p.listener.close();
+  });
+
   test(`${kind} link: after the listener restarts on the same endpoint, a redial gets a working link`, async () => {
     const p = await linkPair(kind);
     p.a.send({ from: 'client/a', to: 'combiner/b', body: makeMessage('Heartbeat', { seq: 1 }) });

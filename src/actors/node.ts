@@ -39,8 +39,6 @@ export interface NodeOptions {
 export interface NodeFetchOptions extends Omit<FetchBlobOptions, 'resumable' | 'resume'> {
   /** The bytes must come from that peer (an update is the peer's own work, even if this node holds the same bytes). */
   remoteOnly?: boolean;
-  /** Whoever asked no longer needs the blob: a cut transfer is not resumed. */
-  signal?: AbortSignal;
 }
 
 /** A transfer is resumed at most this many times (each needs the peer back within resumeWithinMs). */
@@ -164,7 +162,7 @@ export class Node extends EventEmitter<NodeEvents> {
       }
       try {
         // the partial blob, if any, belongs to this attempt now; a link that drops again hands back a new one
-        return await link.fetchBlob(hash, { ...fetchOpts, resumable: waitMs > 0, resume: partial });
+        return await link.fetchBlob(hash, { ...fetchOpts, signal, resumable: waitMs > 0, resume: partial });
       } catch (e) {
         partial = partialOf(e);
         const dropped = e instanceof FedError && e.code === 'closed' && !this.closed;

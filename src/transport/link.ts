@@ -75,6 +75,8 @@ export interface FetchBlobOptions {
   resumable?: boolean;
   /** A transfer to continue: only the bytes after partial.received are asked for. */
   resume?: PartialBlob;
+  /** Whoever asked no longer needs the blob: the holder is told to stop, and the fetch rejects 'cancelled'. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -172,6 +174,11 @@ export class Link {
   private readonly maxBlobBytes: number;
   stats = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0, rejected: 0 };
 
+  /** Blob transfers in progress on this link: pulls this side waits for, and pulls it serves. */
+  get blobStreams(): { incoming: number; outgoing: number } {
+    return { incoming: this.incoming.size, outgoing: this.outgoing.size };
+  }
+
   constructor(
     readonly channel: FrameChannel,
     private readonly opts: LinkOptions,
@@ -259,9 +266,29 @@ export class Link {
     if (from && (from.hash !== hash || from.received <= 0 || from.received >= from.total)) {
       return refuse(new FedError('config', `cannot resume blob ${hash.slice(0, 12)} from a partial ${from.hash.slice(0, 12)} at ${from.received}/${from.total}`));
     }
+    if (opts.signal?.aborted) return refuse(new FedError('cancelled', `blob ${hash.slice(0, 12)}: fetch cancelled`));
     from?.take();
     const streamId = this.nextStream++;
-    return new Promise((resolve, reject) => {
+    const signal = opts.signal;
+    return new Promise((resolveFetch, rejectFetch) => {
+      const cancel = (): void => {
+        const s = this.incoming.get(streamId);
+        if (!s) return;
+        this.incoming.delete(streamId);
+        s.offThread?.worker.drop(s.offThread.job);
+        this.enqueue({ kind: 'blobCancel', blobCancel: { streamId, reason: 'cancelled by the requester' } });
+        s.reject(new FedError('cancelled', `blob ${hash.slice(0, 12)}: fetch cancelled after ${s.received} bytes`));
+      };
+      signal?.addEventListener('abort', cancel, { once: true });
+      const settled = (): void => signal?.removeEventListener('abort', cancel);
+      const resolve = (bytes: Uint8Array): void => {
+        settled();
+        resolveFetch(bytes);
+      };
+      const reject = (e: Error): void => {
+        settled();
+        rejectFetch(e);
+      };
       this.incoming.set(streamId, {
         hash,
         maxBytes: Math.min(opts.maxBytes ?? Infinity, this.maxBlobBytes),
