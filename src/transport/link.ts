@@ -4,7 +4,9 @@
 //    transfer never delays a heartbeat by more than one chunk;
 //  - blob pulls: the requester names a content hash and a credit window; the holder streams chunks
 //    only while it has credit (backpressure end to end), and the requester verifies the sha256
-//    before anyone sees the bytes, so nothing half-written or altered is ever used.
+//    before anyone sees the bytes, so nothing half-written or altered is ever used. A pull cut by a
+//    dropped link can go on over another link from where it stopped (PartialBlob, BlobRequest.offset),
+//    and one its requester no longer needs is cancelled at the holder (BlobCancel).
 import { FedError, errorMessage } from '../errors.ts';
 import { createHash, type Hash } from 'node:crypto';
 import { contentHash } from '../model/hash.ts';
@@ -249,7 +251,8 @@ export class Link {
    * receive into a buffer of its own: it is asked once, with the announced size, and may return a
    * buffer of exactly that many bytes (or undefined for a new one). Reused memory skips the page
    * faults of a fresh allocation; a SharedArrayBuffer-backed one is also hashed off-thread. If the
-   * fetch fails, what that buffer holds is unspecified.
+   * fetch fails, what that buffer holds is unspecified (with `resumable`, a dropped link hands it back
+   * in a PartialBlob that `resume` continues).
    */
   fetchBlob(hash: string, opts: FetchBlobOptions = {}): Promise<Uint8Array> {
     const from = opts.resume;
