@@ -186,7 +186,6 @@ abstract class GrpcChannel extends WireChannel {
     if (tail) room = this.call.write(tail);
     return room ? Promise.resolve() : this.waitForDrain();
   }
-
 }
 
 class GrpcClientChannel extends GrpcChannel {
@@ -368,7 +367,7 @@ export class GrpcTransport implements Transport {
     } catch (e) {
       client.close();
       // grpc-js only says the connection failed; when TLS is why, a bare handshake names the problem.
-      if (e instanceof FedError && e.code === 'closed') throw (await explainDialFailure({ host: bareHost(ep.host), port: ep.port, endpoint, alpn: ['h2'] }, t)) ?? e;
+      if (e instanceof FedError && e.code === 'closed') throw (await explainDialFailure({ host, port: ep.port, endpoint, alpn: ['h2'] }, t)) ?? e;
       throw e;
     }
     const call = client.makeBidiStreamRequest<Buffer, Buffer>(LINK_METHOD, identity, identity);

@@ -276,11 +276,7 @@ export class Link {
     return new Promise((resolveFetch, rejectFetch) => {
       const cancel = (): void => {
         const s = this.incoming.get(streamId);
-        if (!s) return;
-        this.incoming.delete(streamId);
-        s.offThread?.worker.drop(s.offThread.job);
-        this.enqueue({ kind: 'blobCancel', blobCancel: { streamId, reason: 'cancelled by the requester' } });
-        s.reject(new FedError('cancelled', `blob ${hash.slice(0, 12)}: fetch cancelled after ${s.received} bytes`));
+        if (s) this.abandonIncoming(streamId, s, new FedError('cancelled', `blob ${hash.slice(0, 12)}: fetch cancelled after ${s.received} bytes`), true);
       };
       signal?.addEventListener('abort', cancel, { once: true });
       const settled = (): void => signal?.removeEventListener('abort', cancel);
@@ -541,9 +537,14 @@ export class Link {
   }
 
   private failIncoming(c: BlobChunk, s: Incoming, error: FedError): void {
-    this.incoming.delete(c.streamId);
+    this.abandonIncoming(c.streamId, s, error, !c.last);
+  }
+
+  /** Ends a pull this side waits for, telling the holder to stop when it may still be sending. */
+  private abandonIncoming(streamId: number, s: Incoming, error: FedError, holderSending: boolean): void {
+    this.incoming.delete(streamId);
     s.offThread?.worker.drop(s.offThread.job);
-    if (!c.last) this.enqueue({ kind: 'blobCancel', blobCancel: { streamId: c.streamId, reason: error.message } });
+    if (holderSending) this.enqueue({ kind: 'blobCancel', blobCancel: { streamId, reason: error.message } });
     s.reject(error);
   }
 
